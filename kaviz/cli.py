@@ -1,0 +1,247 @@
+"""``kaviz`` command line: run, demo, runs, export, import. Builds the same RunConfig as the app."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from kaviz.config import PACKAGED_MODEL, ConfigError, RunConfig
+
+DEFAULT_RUNS = "runs"
+
+
+def _set_overrides(data: dict, sets: list[str]) -> dict:
+    """Apply ``--set a.b=value`` (value parsed as YAML: numbers, lists, null, true/false)."""
+    import yaml
+
+    for item in sets:
+        key, sep, raw = item.partition("=")
+        if not sep:
+            raise ConfigError(f"--set {item!r}: expected key=value, e.g. --set pruning.max_steps=200")
+        node = data
+        parts = key.split(".")
+        for p in parts[:-1]:
+            if not isinstance(node.get(p), dict):
+                raise ConfigError(f"--set {item!r}: {p!r} is not a config section")
+            node = node[p]
+        node[parts[-1]] = yaml.safe_load(raw)
+    return data
+
+
+def demo_config(tiny: bool = False, name: str | None = None) -> RunConfig:
+    """The embedded demo: the built-in sentiment task with all five methods.
+
+    ``tiny``: a small random BERT, seconds per unit (≤60 s in all on 2 cores). Otherwise the
+    packaged all-MiniLM-L6-v2 (≤10 min on 2 cores).
+    """
+    if tiny:
+        data = {
+            "name": name or "demo-tiny",
+            "model": {"name_or_path": "tiny"},
+            "task": {"name": "demo", "demo_train_size": 1200, "demo_dev_size": 400, "max_length": 48},
+            "training": {"max_steps": 120, "batch_size": 32, "learning_rate": 1e-3},
+            "pruning": {"max_steps": 60, "learning_rate": 5e-4, "mask_updates": 20},
+            "sparsities": [0.5, 0.8, 0.9, 0.95],
+        }
+    else:
+        data = {
+            "name": name or "demo",
+            "model": {"name_or_path": PACKAGED_MODEL},
+            "task": {"name": "demo", "demo_train_size": 2000, "demo_dev_size": 500, "max_length": 48},
+            "training": {"max_steps": 150, "batch_size": 32, "learning_rate": 5e-5},
+            "pruning": {"max_steps": 60, "learning_rate": 1e-4, "mask_updates": 20},
+            "sparsities": [0.5, 0.8, 0.9],
+        }
+    return RunConfig.from_dict(data)
+
+
+def _print_summary(run) -> None:
+    from kaviz.pipeline import summary_table
+
+    table = summary_table(run)
+    if table.empty:
+        print("no finished units")
+        return
+    print()
+    print(table.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
+    print(f"\nrun stored in {run.path}")
+
+
+def _execute(cfg: RunConfig, out: str, resume: bool, quiet: bool) -> int:
+    from kaviz.pipeline import Pipeline
+    from kaviz.store import RunStore
+
+    pipe = Pipeline(cfg, RunStore(out), resume=resume, progress=not quiet, echo=None if quiet else _stderr)
+    run = pipe.run()
+    _print_summary(run)
+    return 0
+
+
+def _stderr(msg: str) -> None:
+    from tqdm.auto import tqdm
+
+    tqdm.write(msg, file=sys.stderr)
+
+
+def cmd_run(a: argparse.Namespace) -> int:
+    cfg = RunConfig.load(a.config)
+    if a.set:
+        cfg = RunConfig.from_dict(_set_overrides(cfg.to_dict(), a.set))
+    if a.name:
+        cfg = RunConfig.from_dict({**cfg.to_dict(), "name": a.name})
+    return _execute(cfg, a.out, a.resume, a.quiet)
+
+
+def cmd_demo(a: argparse.Namespace) -> int:
+    cfg = demo_config(tiny=a.tiny, name=a.name)
+    return _execute(cfg, a.out, a.resume, a.quiet)
+
+
+def cmd_runs(a: argparse.Namespace) -> int:
+    from kaviz.store import RunStore
+
+    df = RunStore(a.dir).list_runs()
+    if df.empty:
+        print(f"no runs in {a.dir} (make one with: kaviz demo --tiny --out {a.dir})")
+        return 0
+    cols = [c for c in ("run_id", "status", "n_done", "n_units", "task", "model", "created") if c in df.columns]
+    print(df[cols].to_string(index=False))
+    return 0
+
+
+def _open_run(path: str):
+    from kaviz.store import RunStore
+
+    p = Path(path)
+    return RunStore(p.parent).open_run(p.name)
+
+
+def cmd_export(a: argparse.Namespace) -> int:
+    run = _open_run(a.run)
+    df = run.metrics()
+    if a.format == "csv":
+        text = df.to_csv(index=False)
+    else:
+        text = df.to_json(orient="records", indent=1)
+    if a.output:
+        Path(a.output).write_text(text, encoding="utf-8")
+        print(f"wrote {len(df)} rows to {a.output}", file=sys.stderr)
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+def cmd_import(a: argparse.Namespace) -> int:
+    task = {"name": a.task}
+    if a.task_path:
+        task["path"] = a.task_path
+    if a.text_columns:
+        task["text_columns"] = a.text_columns.split(",")
+    if a.max_eval_examples:
+        task["max_eval_examples"] = a.max_eval_examples
+    data = {
+        "name": a.name,
+        "model": {"name_or_path": a.pretrained, "finetuned": a.teacher},
+        "task": task,
+        "methods": [],
+        "import_students": a.student,
+    }
+    return _execute(RunConfig.from_dict(data), a.out, a.resume, a.quiet)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="kaviz", description="Prune pre-trained transformers and see where knowledge is lost."
+    )
+    sub = p.add_subparsers(dest="command", required=True)
+
+    def common(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument("--out", default=DEFAULT_RUNS, help=f"runs folder (default: ./{DEFAULT_RUNS})")
+        sp.add_argument("--resume", action="store_true", help="continue an interrupted run; finished units are kept")
+        sp.add_argument("--quiet", action="store_true", help="no progress bars")
+
+    r = sub.add_parser(
+        "run",
+        help="run the stages of a config (YAML or JSON)",
+        description="Fine-tune the teacher and prune students for every method x sparsity in CONFIG. "
+        "Config fields: " + ", ".join(f for f, _, _ in RunConfig().help_table()),
+    )
+    r.add_argument("config", help="path to a .yaml/.yml/.json RunConfig")
+    r.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a field, e.g. --set pruning.max_steps=200 --set 'sparsities=[0.5,0.9]'",
+    )
+    r.add_argument("--name", help="override the run name")
+    common(r)
+    r.set_defaults(fn=cmd_run)
+
+    d = sub.add_parser(
+        "demo",
+        help="build the embedded demo run offline",
+        description="The built-in sentiment task, all five methods, packaged all-MiniLM-L6-v2 "
+        "(<=10 min on 2 cores) or --tiny, a small random BERT (<=60 s).",
+    )
+    d.add_argument("--tiny", action="store_true", help="small random BertConfig instead of MiniLM")
+    d.add_argument("--name", help="run name (default demo / demo-tiny)")
+    common(d)
+    d.set_defaults(fn=cmd_demo)
+
+    ls = sub.add_parser("runs", help="list the runs in a folder with their status")
+    ls.add_argument("dir", nargs="?", default=DEFAULT_RUNS, help=f"runs folder (default: ./{DEFAULT_RUNS})")
+    ls.set_defaults(fn=cmd_runs)
+
+    e = sub.add_parser(
+        "export",
+        help="write a run's tidy metrics table",
+        description="Columns: " + "run, stage, method, sparsity, seed, unit, metric, value",
+    )
+    e.add_argument("run", help="run folder, e.g. runs/demo-tiny")
+    e.add_argument("--format", choices=["csv", "json"], default="csv")
+    e.add_argument("--output", "-o", help="file to write (default: stdout)")
+    e.set_defaults(fn=cmd_export)
+
+    im = sub.add_parser(
+        "import",
+        help="assemble a run from checkpoints made elsewhere",
+        description="Evaluate a pre-trained model, a fine-tuned teacher and students pruned by other "
+        "tools (nn_pruning, SparseML, torch.nn.utils.prune...) and store them as stages.",
+    )
+    im.add_argument("--name", required=True, help="run name")
+    im.add_argument("--pretrained", required=True, help="pre-trained model: hub id, folder or " + PACKAGED_MODEL)
+    im.add_argument("--teacher", required=True, help="fine-tuned teacher: hub id or folder")
+    im.add_argument(
+        "--student",
+        action="append",
+        required=True,
+        metavar="LABEL@SPARSITY=PATH",
+        help="a pruned student, e.g. obert@0.9=./obert-90 (repeatable)",
+    )
+    im.add_argument("--task", required=True, help="task name: demo, custom or a GLUE task")
+    im.add_argument("--task-path", help="local GLUE TSV folder or CSV/JSONL for the task")
+    im.add_argument("--text-columns", help="custom task: comma-separated text columns")
+    im.add_argument("--max-eval-examples", type=int, help="evaluate on a subsample of dev")
+    common(im)
+    im.set_defaults(fn=cmd_import)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    args = build_parser().parse_args(argv)
+    try:
+        return args.fn(args)
+    except KeyboardInterrupt:
+        print("\ninterrupted: continue with --resume", file=sys.stderr)
+        return 130
+    except (ValueError, FileNotFoundError, OSError) as e:  # ConfigError, TaskError, StoreError are ValueErrors
+        print(f"kaviz: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,17 @@
+"""Names that become folders: run ids and unit ids. Kept apart so config and store agree."""
+
+from __future__ import annotations
+
+import re
+
+NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+
+
+def check_name(name: str, what: str = "run name") -> str:
+    """Return ``name`` if it is a safe single path component, else raise ``ValueError``."""
+    if not isinstance(name, str) or not NAME_RE.fullmatch(name) or name in (".", ".."):
+        raise ValueError(
+            f"{what} {name!r} is not allowed: use letters, digits, '.', '_' and '-' "
+            "(starting with a letter or digit, at most 128 characters, no '/' or '..')"
+        )
+    return name

@@ -1,0 +1,284 @@
+"""Runs the stages of a config and writes each finished unit to a run store.
+
+pretrained -> finetuned teacher -> pruned students (method x sparsity x seed), or, for
+``kaviz import``, students pruned by other tools. Every unit is seeded on its own, so a resumed
+run computes exactly what an uninterrupted one would; finished units are never redone.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import time
+import traceback
+from collections.abc import Callable
+
+import pandas as pd
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from kaviz.config import TINY_MODEL, RunConfig
+from kaviz.data import compute_metrics, encode, load_task, make_collator
+from kaviz.methods import METHODS, Outcome, finetune
+from kaviz.models import encoder_params, load_classifier, load_pretrained, load_tokenizer, pick_device, resolve_source
+from kaviz.pruning import sparsity_summary, sparsity_table
+from kaviz.store import Run, RunStore, unit_id
+from kaviz.train import make_loader, predict
+
+
+def plan_units(cfg: RunConfig) -> list[dict]:
+    """Units in execution order: pretrained, finetuned, then students (seed, sparsity, method)."""
+    units = [
+        {
+            "unit": unit_id("pretrained"),
+            "stage": "pretrained",
+            "method": "pretrained",
+            "sparsity": 0.0,
+            "seed": cfg.seed,
+        },
+        {"unit": unit_id("finetuned"), "stage": "finetuned", "method": "finetuned", "sparsity": 0.0, "seed": cfg.seed},
+    ]
+    for label, _path, sparsity in parse_imports(cfg.import_students):
+        units.append(
+            {
+                "unit": unit_id("pruned", label, sparsity, cfg.seed),
+                "stage": "pruned",
+                "method": label,
+                "sparsity": sparsity,
+                "seed": cfg.seed,
+            }
+        )
+    extra_at = cfg.sparsities if cfg.extra_seed_sparsities is None else cfg.extra_seed_sparsities
+    for seed in [cfg.seed, *cfg.extra_seeds]:
+        for s in sorted(cfg.sparsities):
+            if seed != cfg.seed and s not in extra_at:
+                continue
+            for m in cfg.methods:
+                units.append(
+                    {"unit": unit_id("pruned", m, s, seed), "stage": "pruned", "method": m, "sparsity": s, "seed": seed}
+                )
+    return units
+
+
+def parse_imports(entries: list[str]) -> list[tuple[str, str, float]]:
+    """'label@sparsity=path' entries of ``import_students`` -> (label, path, target sparsity)."""
+    out = []
+    for e in entries:
+        head, sep, path = e.partition("=")
+        if not sep or "@" not in head:
+            raise ValueError(f"import_students entry {e!r}: expected 'label@sparsity=path_or_hub_id'")
+        label, _, s = head.partition("@")
+        out.append((label, path, float(s)))
+    return out
+
+
+class Context:
+    """What every unit needs, built once per process: data, tokenizer, models, device."""
+
+    def __init__(self, cfg: RunConfig, run: Run, progress: bool = True):
+        self.cfg, self.run, self.progress = cfg, run, progress
+        if cfg.training.num_threads:
+            torch.set_num_threads(cfg.training.num_threads)
+        self.device = pick_device(cfg.training.device)
+        self.tokenizer = load_tokenizer(cfg.model)
+        if run.tokenizer_dir() is None:
+            run.save_tokenizer(self.tokenizer)
+        self.task = load_task(cfg.task, seed=cfg.seed)
+        self.spec = self.task.spec
+        self.encoded = encode(self.task, self.tokenizer, cfg.task.max_length)
+        self.collator = make_collator(self.tokenizer)
+        self.n_train = len(self.encoded["train"])
+        self._pretrained: nn.Module | None = None
+        self._teacher: nn.Module | None = None
+        self._teacher_params: int | None = None
+
+    # models: cached originals, callers get copies they may change
+    def pretrained(self) -> nn.Module:
+        if self._pretrained is None:
+            self._pretrained = load_pretrained(
+                self.cfg.model, self.spec.num_labels, self.spec.is_regression, self.cfg.seed
+            )
+        return copy.deepcopy(self._pretrained)
+
+    def set_teacher(self, model: nn.Module) -> None:
+        self._teacher = model.eval()
+
+    def teacher(self) -> nn.Module:
+        if self._teacher is None:
+            ckpt = self.run.checkpoint_dir(unit_id("finetuned"))
+            source = str(ckpt) if ckpt is not None else self.cfg.model.finetuned
+            if source is None:
+                raise RuntimeError(
+                    "the fine-tuned teacher is needed but neither its checkpoint nor model.finetuned exists"
+                )
+            self._teacher = self._load(source).eval()
+        return self._teacher
+
+    def teacher_copy(self) -> nn.Module:
+        return copy.deepcopy(self.teacher())
+
+    def teacher_encoder_params(self) -> int:
+        if self._teacher_params is None:
+            self._teacher_params = encoder_params(self.teacher())
+        return self._teacher_params
+
+    def _load(self, source: str) -> nn.Module:
+        m = self.cfg.model
+        src = source if os.path.isdir(source) else resolve_source(source)
+        return load_classifier(
+            src,
+            self.spec.num_labels,
+            self.spec.is_regression,
+            revision=m.revision,
+            trust_remote_code=m.trust_remote_code,
+            seed=self.cfg.seed,
+        )
+
+    def train_loader(self, seed: int):
+        return make_loader(
+            self.encoded["train"],
+            self.collator,
+            self.cfg.training.batch_size,
+            shuffle=True,
+            seed=seed,
+            device=self.device,
+        )
+
+    def evaluate(self, model: nn.Module) -> dict[str, float]:
+        loader = make_loader(
+            self.encoded["dev"], self.collator, self.cfg.training.eval_batch_size, shuffle=False, device=self.device
+        )
+        logits, labels = predict(model, loader, self.device)
+        scores = compute_metrics(self.spec, logits, labels)
+        return {**scores, "score": scores[self.spec.main_metric]}
+
+
+class Pipeline:
+    """``Pipeline(cfg, store).run()`` executes every unit not yet done and returns the run."""
+
+    def __init__(
+        self,
+        cfg: RunConfig,
+        store: RunStore,
+        *,
+        resume: bool = False,
+        progress: bool = True,
+        echo: Callable[[str], None] | None = None,
+    ):
+        self.cfg, self.store, self.resume, self.progress = cfg.validate(), store, resume, progress
+        self.echo = echo or (lambda msg: None)
+        self.units = plan_units(cfg)
+
+    def run(self) -> Run:
+        run = self.store.create_run(self.cfg.to_dict(), units=self.units, resume=self.resume)
+        run.set_status("running")
+        self._log(run, f"run {run.run_id}: {len(self.units)} units, resume={self.resume}")
+        todo = [u for u in self.units if run.unit_status(u["unit"]) != "done"]
+        if not todo:
+            run.set_status("complete")
+            return run
+        try:
+            ctx = Context(self.cfg, run, self.progress)
+            bar = tqdm(
+                total=len(self.units),
+                initial=len(self.units) - len(todo),
+                desc="units",
+                unit="unit",
+                disable=not self.progress,
+                dynamic_ncols=True,
+            )
+            for u in todo:
+                bar.set_description(u["unit"])
+                self._run_unit(ctx, run, u)
+                bar.update(1)
+            bar.close()
+        except KeyboardInterrupt:
+            run.set_status("interrupted")
+            self._log(run, "interrupted; continue with --resume")
+            raise
+        except Exception:
+            run.set_status("failed")
+            raise
+        run.set_status("complete")
+        self._log(run, "complete")
+        return run
+
+    def _log(self, run: Run, msg: str) -> None:
+        run.log(msg)
+        self.echo(msg)
+
+    def _run_unit(self, ctx: Context, run: Run, u: dict) -> None:
+        name = u["unit"]
+        run.start_unit(name)
+        self._log(run, f"start {name}")
+        t0 = time.perf_counter()
+        try:
+            out = self._execute(ctx, u)
+            metrics = ctx.evaluate(out.model)
+            ref = ctx.teacher_encoder_params() if u["stage"] == "pruned" else None
+            metrics.update(sparsity_summary(out.model, ref))
+            tables = {"sparsity": sparsity_table(out.model)}
+            if out.result is not None:
+                metrics.update(
+                    {
+                        "train_steps": float(out.result.steps),
+                        "train_seconds": out.result.seconds,
+                        "final_loss": out.result.final_loss,
+                    }
+                )
+                tables["history"] = pd.DataFrame(out.result.history)
+            keep = self.cfg.save_checkpoints or u["stage"] == "finetuned"
+            if keep and not out.info.get("source"):
+                run.save_checkpoint(name, out.model)
+            rows = [{"metric": k, "value": float(v)} for k, v in metrics.items()]
+            run.finish_unit(name, rows, info=out.info, tables=tables)
+        except Exception as e:
+            run.fail_unit(name, f"{type(e).__name__}: {e}\n{traceback.format_exc(limit=5)}")
+            self._log(run, f"FAILED {name}: {type(e).__name__}: {e}")
+            raise
+        main = ctx.spec.main_metric
+        self._log(
+            run,
+            f"done {name} in {time.perf_counter() - t0:.1f}s: {main}={metrics[main]:.4f}, "
+            f"encoder sparsity={metrics['encoder_sparsity']:.4f}",
+        )
+
+    def _execute(self, ctx: Context, u: dict) -> Outcome:
+        stage, method, sparsity, seed = u["stage"], u["method"], u["sparsity"], u["seed"]
+        m = self.cfg.model
+        if stage == "pretrained":
+            info = {} if m.name_or_path == TINY_MODEL else {"source": m.name_or_path}
+            return Outcome(ctx.pretrained(), None, info)
+        if stage == "finetuned":
+            if m.finetuned:
+                ctx.set_teacher(ctx._load(m.finetuned))
+                return Outcome(ctx.teacher(), None, {"source": m.finetuned})
+            out = finetune(ctx, seed)
+            ctx.set_teacher(out.model)
+            return out
+        imports = {label: path for label, path, _ in parse_imports(self.cfg.import_students)}
+        if method in imports:
+            return Outcome(ctx._load(imports[method]), None, {"source": imports[method]})
+        return METHODS[method](ctx, sparsity, seed)
+
+
+def summary_table(run: Run) -> pd.DataFrame:
+    """One row per unit: stage, method, target sparsity, seed, score, measured sparsity, non-zeros."""
+    df = run.metrics()
+    if df.empty:
+        return pd.DataFrame()
+    wide = df.pivot_table(
+        index=["stage", "method", "sparsity", "seed"], columns="metric", values="value", aggfunc="first"
+    ).reset_index()
+    cols = [
+        "stage",
+        "method",
+        "sparsity",
+        "seed",
+        "score",
+        "encoder_sparsity",
+        "nonzero_encoder_params",
+        "train_seconds",
+    ]
+    return wide[[c for c in cols if c in wide.columns]]

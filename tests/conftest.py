@@ -1,0 +1,42 @@
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+
+@pytest.fixture
+def tiny_bert():
+    """Factory for a tiny BertForSequenceClassification with kaviz's score attention."""
+    from transformers import BertConfig, BertForSequenceClassification
+
+    from kaviz.models import register_attention
+
+    def make(layers=2, hidden=32, heads=4, inter=64, num_labels=2, seed=0, vocab=100):
+        torch.manual_seed(seed)
+        cfg = BertConfig(
+            vocab_size=vocab,
+            hidden_size=hidden,
+            num_hidden_layers=layers,
+            num_attention_heads=heads,
+            intermediate_size=inter,
+            num_labels=num_labels,
+            max_position_embeddings=64,
+        )
+        m = BertForSequenceClassification(cfg)
+        m.set_attn_implementation(register_attention())
+        return m
+
+    return make
+
+
+@pytest.fixture
+def batch():
+    torch.manual_seed(1)
+    ids = torch.randint(5, 100, (3, 9))
+    mask = torch.ones_like(ids)
+    mask[1, 6:] = 0
+    mask[2, 4:] = 0
+    return {"input_ids": ids, "attention_mask": mask, "labels": torch.tensor([0, 1, 1])}

@@ -1,0 +1,64 @@
+import pytest
+
+from kaviz.config import ConfigError, RunConfig
+
+
+def test_defaults_validate_and_round_trip_json_yaml(tmp_path):
+    cfg = RunConfig(name="x", sparsities=[0.5, 0.9], extra_seeds=[7])
+    assert RunConfig.from_dict(cfg.to_dict()) == cfg
+    for suffix in (".json", ".yaml"):
+        p = tmp_path / f"c{suffix}"
+        cfg.save(p)
+        assert RunConfig.load(p) == cfg
+
+
+def test_unknown_key_suggests():
+    with pytest.raises(ConfigError, match="did you mean 'sparsities'"):
+        RunConfig.from_dict({"sparsitys": [0.5]})
+    with pytest.raises(ConfigError, match="pruning.mask_update"):
+        RunConfig.from_dict({"pruning": {"mask_update": 3}})
+
+
+@pytest.mark.parametrize(
+    "data, message",
+    [
+        ({"sparsities": [1.5]}, "outside"),
+        ({"sparsities": []}, "at least one"),
+        ({"methods": ["magnitude"]}, "did you mean 'oneshot-magnitude'"),
+        ({"pruning": {"mask_updates": "x"}}, "expected an integer"),
+        ({"training": {"learning_rate": "fast"}}, "expected a number"),
+        ({"training": {"device": "tpu"}}, "training.device"),
+        ({"seed": True}, "expected an integer"),
+        ({"name": "../x"}, "name"),
+        ({"task": {"name": "sst3"}}, "did you mean 'sst2'"),
+        ({"task": {"name": "custom"}}, "task.path"),
+        ({"pruning": {"student_init": "random"}}, "not one of"),
+        ({"distill": {"temperature": 0}}, "temperature"),
+        ({"extra_seed_sparsities": [0.3]}, "not in sparsities"),
+        ({"model": "bert"}, "expected a mapping"),
+        ({"import_students": ["bad"]}, "label@sparsity"),
+    ],
+)
+def test_validation_errors_name_the_field(data, message):
+    with pytest.raises(ConfigError, match=message):
+        RunConfig.from_dict(data)
+
+
+def test_load_errors(tmp_path):
+    with pytest.raises(ConfigError, match="not found"):
+        RunConfig.load(tmp_path / "missing.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("sparsities: [0.5\n")
+    with pytest.raises(ConfigError, match="cannot parse"):
+        RunConfig.load(bad)
+    lst = tmp_path / "list.json"
+    lst.write_text("[1, 2]")
+    with pytest.raises(ConfigError, match="mapping"):
+        RunConfig.load(lst)
+
+
+def test_help_table_covers_every_field():
+    rows = RunConfig().help_table()
+    names = [r[0] for r in rows]
+    assert "pruning.mask_updates" in names and "distill.temperature" in names
+    assert all(r[1] for r in rows), "every field has help text"
