@@ -1,0 +1,47 @@
+"""Task metric of every pruning method over encoder sparsity, against the fine-tuned teacher."""
+
+import streamlit as st
+
+from kaviz import plots, ui_data
+from pages._common import curve, figure, read, require_run, run_metrics
+
+st.title("Accuracy vs sparsity")
+key = require_run()
+metrics = read(run_metrics, *key)
+options = ui_data.task_metrics(metrics)
+if not options:
+    st.info("No unit with task metrics has finished yet.")
+    st.stop()
+if st.session_state.get("accuracy_metric") not in options:
+    st.session_state["accuracy_metric"] = options[0]
+
+c = st.columns([2, 2, 2, 1], vertical_alignment="bottom")
+metric = c[0].selectbox(
+    "Metric", options, key="accuracy_metric", help="score is the task's main metric (as reported in the paper)"
+)
+x = c[1].radio(
+    "Sparsity axis",
+    ["measured", "target"],
+    horizontal=True,
+    key="accuracy_x",
+    help="measured: the fraction of encoder linear weights that are zero (small-dense: relative to the teacher)",
+)
+spread = c[2].radio(
+    "Spread over seeds", ["std", "range"], horizontal=True, key="accuracy_spread", help="mean ± std, or min to max"
+)
+show_pretrained = c[3].toggle("pre-trained", key="accuracy_pretrained", help="also draw the pre-trained model")
+
+fig = plots.accuracy_vs_sparsity(metrics, metric, x=x, show_pretrained=show_pretrained, spread=spread)
+table = read(curve, *key, metric, spread)
+figure(fig, table, f"{key[1]}_{metric}_vs_sparsity", "accuracy")
+st.dataframe(
+    table,
+    hide_index=True,
+    column_config={
+        "sparsity": st.column_config.NumberColumn("target sparsity", format="percent"),
+        "measured_sparsity": st.column_config.NumberColumn("measured sparsity", format="percent"),
+        "mean": st.column_config.NumberColumn(f"{metric} (mean)", format="%.4f"),
+        "lo": st.column_config.NumberColumn("low", format="%.4f"),
+        "hi": st.column_config.NumberColumn("high", format="%.4f"),
+    },
+)

@@ -1,0 +1,154 @@
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from kaviz.config import METHODS, RunConfig
+from kaviz.pipeline import Pipeline, plan_units, summary_table
+from kaviz.store import RunStore
+
+SPARSITIES = [0.5, 0.9]
+
+
+def tiny_config(name="t", **over):
+    data = {
+        "name": name,
+        "model": {"name_or_path": "tiny"},
+        "task": {"name": "demo", "demo_train_size": 160, "demo_dev_size": 64, "max_length": 32},
+        "training": {"max_steps": 8, "batch_size": 16, "learning_rate": 1e-3, "num_threads": 1},
+        "pruning": {"max_steps": 6, "learning_rate": 1e-3, "mask_updates": 3},
+        "sparsities": SPARSITIES,
+        **over,
+    }
+    return RunConfig.from_dict(data)
+
+
+def test_plan_units_extra_seeds():
+    cfg = tiny_config(extra_seeds=[1], extra_seed_sparsities=[0.9], methods=["knowledge-aware"])
+    units = [u["unit"] for u in plan_units(cfg)]
+    assert units == [
+        "pretrained",
+        "finetuned",
+        "pruned_knowledge-aware_s0.5_seed42",
+        "pruned_knowledge-aware_s0.9_seed42",
+        "pruned_knowledge-aware_s0.9_seed1",
+    ]
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    store = RunStore(tmp_path_factory.mktemp("runs"))
+    return Pipeline(tiny_config(), store, progress=False).run()
+
+
+def test_full_tiny_pipeline_end_to_end(tiny_run):
+    assert tiny_run.status == "complete"
+    m = tiny_run.metrics()
+    assert set(m.stage) == {"pretrained", "finetuned", "pruned"}
+    assert set(m[m.stage == "pruned"].method) == set(METHODS)
+    sp = m[(m.metric == "encoder_sparsity") & (m.stage == "pruned")]
+    assert len(sp) == len(METHODS) * len(SPARSITIES)
+    for _, row in sp.iterrows():
+        assert abs(row.value - row.sparsity) <= 0.005, row.unit
+    assert set(m.metric) >= {"accuracy", "score", "nonzero_encoder_params", "nonzero_params"}
+    table = summary_table(tiny_run)
+    assert len(table) == 2 + len(METHODS) * len(SPARSITIES)
+
+
+def test_units_store_checkpoints_and_tables(tiny_run):
+    units = tiny_run.units()
+    assert (units.status == "done").all()
+    assert tiny_run.checkpoint_dir("finetuned") is not None
+    ka = "pruned_knowledge-aware_s0.9_seed42"
+    ckpt = tiny_run.checkpoint_dir(ka)
+    assert any(p.suffix == ".safetensors" for p in ckpt.iterdir())
+    per_matrix = tiny_run.unit_table("sparsity")
+    ka_rows = per_matrix[per_matrix.unit == ka]
+    assert len(ka_rows) == 4 * 6 and (ka_rows.sparsity - 0.9).abs().max() < 1e-3
+    hist = tiny_run.unit_table("history")
+    assert {"loss", "att", "hid", "pred"} <= set(hist[hist.unit == ka].columns)
+
+
+def test_pruned_checkpoint_reloads_with_same_zeros(tiny_run):
+    from kaviz.models import load_classifier
+    from kaviz.pruning import sparsity_summary
+
+    ckpt = tiny_run.checkpoint_dir("pruned_gradual-magnitude_s0.9_seed42")
+    model = load_classifier(str(ckpt), num_labels=2)
+    assert sparsity_summary(model)["encoder_sparsity"] == pytest.approx(0.9, abs=1e-3)
+
+
+def test_resume_finished_run_does_nothing(tiny_run):
+    cfg = RunConfig.from_dict(tiny_run.config)
+    run = Pipeline(cfg, tiny_run.store, resume=True, progress=False).run()
+    assert (run.units().attempts == 1).all()
+
+
+def test_existing_run_without_resume_is_refused(tiny_run):
+    from kaviz.store import RunExistsError
+
+    with pytest.raises(RunExistsError, match="--resume"):
+        Pipeline(RunConfig.from_dict(tiny_run.config), tiny_run.store, progress=False).run()
+
+
+def test_failed_unit_is_recorded_and_retried(tmp_path, monkeypatch):
+    import kaviz.methods as methods
+
+    store = RunStore(tmp_path)
+    cfg = tiny_config(methods=["oneshot-magnitude", "gradual-magnitude"], sparsities=[0.5])
+
+    def boom(ctx, s, seed):
+        raise RuntimeError("injected failure")
+
+    monkeypatch.setitem(methods.METHODS, "gradual-magnitude", boom)
+    with pytest.raises(RuntimeError, match="injected"):
+        Pipeline(cfg, store, progress=False).run()
+    run = store.open_run("t")
+    assert run.status == "failed"
+    units = run.units().set_index("unit")
+    assert units.loc["pruned_gradual-magnitude_s0.5_seed42", "status"] == "failed"
+    assert "injected" in units.loc["pruned_gradual-magnitude_s0.5_seed42", "error"]
+    monkeypatch.undo()
+    run = Pipeline(cfg, store, resume=True, progress=False).run()
+    assert run.status == "complete"
+    assert (run.units().set_index("unit").attempts.drop("pruned_gradual-magnitude_s0.5_seed42") == 1).all()
+
+
+def test_kill_and_resume_redoes_at_most_one_unit(tmp_path):
+    cfg = tiny_config(name="killed", pruning={"max_steps": 30, "learning_rate": 1e-3, "mask_updates": 3})
+    cfg_path = tmp_path / "c.yaml"
+    cfg.save(cfg_path)
+    runs = tmp_path / "runs"
+    cmd = [sys.executable, "-m", "kaviz.cli", "run", str(cfg_path), "--out", str(runs), "--quiet"]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    manifest = runs / "killed" / "manifest.json"
+    deadline = time.time() + 120
+    while time.time() < deadline:  # kill while a training unit is in flight, after some are done
+        try:
+            units = json.loads(manifest.read_text())["units"]
+        except (FileNotFoundError, json.JSONDecodeError):
+            units = {}
+        done = [u for u in units.values() if u["status"] == "done"]
+        running = [u for u in units.values() if u["status"] == "running" and u["method"] != "oneshot-magnitude"]
+        if len(done) >= 3 and running:
+            break
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    before = json.loads(manifest.read_text())["units"]
+    done_before = {k for k, u in before.items() if u["status"] == "done"}
+    assert 3 <= len(done_before) < len(before)
+    out = subprocess.run(cmd + ["--resume"], env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    run = RunStore(runs).open_run("killed")
+    assert run.status == "complete"
+    units = run.units().set_index("unit")
+    assert (units.status == "done").all()
+    redone = units[units.attempts > 1]
+    assert len(redone) <= 1  # at most the unit in flight
+    assert not set(redone.index) & done_before  # finished units were kept

@@ -1,0 +1,333 @@
+"""Figures and the tables behind them (kaviz.plots, kaviz.ui_data) on small hand-made frames."""
+
+from __future__ import annotations
+
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from kaviz import plots, ui_data
+from kaviz.config import RunConfig
+from kaviz.store import RunStore
+
+
+def metric_rows(stage, method, sparsity, seed, values: dict[str, float]) -> list[dict]:
+    unit = stage if stage != "pruned" else f"pruned_{method}_s{sparsity:g}_seed{seed}"
+    return [
+        {"run": "r", "stage": stage, "method": method, "sparsity": sparsity, "seed": seed, "unit": unit}
+        | {"metric": k, "value": v}
+        for k, v in values.items()
+    ]
+
+
+@pytest.fixture
+def metrics() -> pd.DataFrame:
+    """Teacher 0.9, pre-trained 0.5; oneshot at 0.5 (one seed) and 0.9 (two seeds: 0.6, 0.7);
+    small-dense at 0.5 and 0.9; measured sparsity = target - 0.01."""
+    rows = metric_rows("pretrained", "pretrained", 0.0, 1, {"score": 0.5, "f1": 0.4, "encoder_sparsity": 0.0})
+    rows += metric_rows("finetuned", "finetuned", 0.0, 1, {"score": 0.9, "f1": 0.8, "encoder_sparsity": 0.0})
+    for method, s, seed, score in [
+        ("oneshot-magnitude", 0.5, 1, 0.8),
+        ("oneshot-magnitude", 0.9, 1, 0.6),
+        ("oneshot-magnitude", 0.9, 2, 0.7),
+        ("small-dense", 0.5, 1, 0.85),
+        ("small-dense", 0.9, 1, 0.75),
+    ]:
+        rows += metric_rows(
+            "pruned", method, s, seed, {"score": score, "f1": score - 0.1, "encoder_sparsity": s - 0.01}
+        )
+    return pd.DataFrame(rows)
+
+
+def by_name(fig):
+    return {t.name: t for t in fig.data}
+
+
+# ----- accuracy vs sparsity -----------------------------------------------------------------------
+
+
+def test_accuracy_vs_sparsity_lines_band_and_teacher(metrics):
+    before = metrics.copy()
+    fig = plots.accuracy_vs_sparsity(metrics)
+    pd.testing.assert_frame_equal(metrics, before)  # input untouched
+    t = by_name(fig)
+    assert set(t) == {"oneshot-magnitude", "oneshot-magnitude spread", "small-dense", "fine-tuned teacher"}
+    one = t["oneshot-magnitude"]
+    assert one.mode == "lines+markers"
+    assert list(one.x) == pytest.approx([0.49, 0.89])
+    assert list(one.y) == pytest.approx([0.8, 0.65])
+    band = t["oneshot-magnitude spread"]
+    sd = np.std([0.6, 0.7], ddof=1)
+    assert band.fill == "toself" and band.showlegend is False
+    assert list(band.x) == pytest.approx([0.49, 0.89, 0.89, 0.49])
+    assert list(band.y) == pytest.approx([0.8, 0.65 + sd, 0.65 - sd, 0.8])
+    assert t["small-dense"].mode == "markers"
+    teacher = t["fine-tuned teacher"]
+    assert teacher.line.dash == "dash" and list(teacher.y) == [0.9, 0.9] and teacher.x[0] == 0.0
+    assert fig.layout.yaxis.title.text == "score"
+    assert fig.layout.xaxis.title.text == "encoder sparsity (measured)"
+
+
+def test_accuracy_vs_sparsity_options(metrics):
+    fig = plots.accuracy_vs_sparsity(metrics, "f1", x="target", show_pretrained=True, spread="range")
+    t = by_name(fig)
+    assert list(t["oneshot-magnitude"].x) == [0.5, 0.9]
+    assert list(t["oneshot-magnitude"].y) == pytest.approx([0.7, 0.55])
+    assert list(t["oneshot-magnitude spread"].y) == pytest.approx([0.7, 0.6, 0.5, 0.7])  # min-max
+    assert list(t["pre-trained"].y) == [0.4, 0.4] and t["pre-trained"].line.dash == "dot"
+    assert fig.layout.yaxis.title.text == "f1"
+
+
+def test_accuracy_vs_sparsity_without_measured_sparsity_uses_targets(metrics):
+    fig = plots.accuracy_vs_sparsity(metrics[metrics["metric"] != "encoder_sparsity"])
+    assert list(by_name(fig)["small-dense"].x) == [0.5, 0.9]
+
+
+def test_accuracy_vs_sparsity_unknown_metric_names_the_present_ones(metrics):
+    with pytest.raises(ValueError, match="'accuracy'.*present: encoder_sparsity, f1, score"):
+        plots.accuracy_vs_sparsity(metrics, "accuracy")
+
+
+def test_accuracy_vs_sparsity_only_the_teacher(metrics):
+    fig = plots.accuracy_vs_sparsity(metrics[metrics["stage"] == "finetuned"])
+    assert [t.name for t in fig.data] == ["fine-tuned teacher"]
+    assert list(fig.data[0].x) == [0.0, 1.0]
+
+
+def test_method_colors_are_fixed_and_others_get_the_palette():
+    assert plots.method_color("knowledge-aware") == plots.METHOD_COLORS["knowledge-aware"]
+    a, b = plots.method_color("imp-a", ["imp-a", "imp-b"]), plots.method_color("imp-b", ["imp-a", "imp-b"])
+    assert a != b and a not in plots.METHOD_COLORS.values()
+
+
+# ----- stage diagram ------------------------------------------------------------------------------
+
+
+def units_frame(statuses: dict[str, str]) -> pd.DataFrame:
+    rows = []
+    for unit, status in statuses.items():
+        if unit in ("pretrained", "finetuned"):
+            rows.append({"unit": unit, "stage": unit, "method": unit, "sparsity": 0.0, "seed": 1, "status": status})
+        else:
+            _, method, s, seed = unit.split("_")
+            rows.append(
+                {
+                    "unit": unit,
+                    "stage": "pruned",
+                    "method": method,
+                    "sparsity": float(s[1:]),
+                    "seed": int(seed[4:]),
+                    "status": status,
+                }
+            )
+    return pd.DataFrame(rows)
+
+
+def test_stage_diagram_boxes_by_status():
+    units = units_frame(
+        {
+            "pretrained": "done",
+            "finetuned": "done",
+            "pruned_a_s0.5_seed1": "done",
+            "pruned_a_s0.9_seed1": "done",
+            "pruned_a_s0.9_seed2": "running",
+            "pruned_b_s0.5_seed1": "failed",
+            "pruned_b_s0.9_seed1": "pending",
+        }
+    )
+    fig = plots.stage_diagram(units, {"finetuned": 0.9, "pruned_a_s0.5_seed1": 0.81234})
+    t = by_name(fig)
+    assert set(t) == {"done", "running", "failed", "pending", "labels"}
+    # one closed rectangle (5 points + a gap) per box
+    assert [len(t[s].x) // 6 for s in ("done", "running", "failed", "pending")] == [3, 1, 1, 1]
+    assert t["done"].fillcolor.startswith("rgba(44,160,44")
+    labels = dict(zip(t["labels"].text, zip(t["labels"].x, t["labels"].y)))
+    assert labels["pre-trained<br>done"] == (0.0, -0.5)  # centred on the two method rows
+    assert "fine-tuned<br>0.900" in labels
+    assert "0.812" in labels  # a at 50%, row 0, first column
+    assert labels["0.812"] == (3.0, 0.0)
+    assert "1/2 done" in labels  # a at 90%: one of two seeds done, one running
+    hover = dict(zip(t["labels"].text, t["labels"].hovertext))
+    assert hover["1/2 done"] == "pruned_a_s0.9_seed1: done<br>pruned_a_s0.9_seed2: running"
+    annotations = [a.text for a in fig.layout.annotations]
+    assert {"fine-tune", "prune", "50%", "90%", "a", "b"} <= set(annotations)
+
+
+def test_stage_diagram_before_any_student():
+    fig = plots.stage_diagram(units_frame({"pretrained": "running", "finetuned": "pending"}))
+    assert set(by_name(fig)) == {"running", "pending", "labels"}
+    assert "prune" not in [a.text for a in fig.layout.annotations]
+
+
+# ----- sparsity heatmap ---------------------------------------------------------------------------
+
+
+@pytest.fixture
+def sparsity_table() -> pd.DataFrame:
+    rows = []
+    for unit, base in (("u1", 0.5), ("u2", 0.9)):
+        for layer in (1, 0):  # deliberately out of order
+            for k, role in enumerate(reversed(plots.ROLE_ORDER)):
+                rows.append(
+                    {
+                        "unit": unit,
+                        "module": f"l{layer}.{role}",
+                        "layer": layer,
+                        "role": role,
+                        "numel": 10,
+                        "nonzero": 5,
+                    }
+                    | {"sparsity": base + 0.01 * layer + 0.001 * k}
+                )
+    return pd.DataFrame(rows)
+
+
+def test_sparsity_heatmap_layer_by_role(sparsity_table):
+    fig = plots.sparsity_heatmap(sparsity_table, "u2")
+    hm = fig.data[0]
+    assert list(hm.x) == list(plots.ROLE_ORDER)
+    assert list(hm.y) == ["layer 0", "layer 1"]
+    assert hm.z.shape == (2, 6)
+    # role ffn_out was written first (k=0), query last (k=5)
+    assert hm.z[0, 0] == pytest.approx(0.905) and hm.z[1, 5] == pytest.approx(0.91)
+    assert (hm.zmin, hm.zmax) == (0.0, 1.0)
+    assert fig.layout.yaxis.autorange == "reversed"
+    assert "u2" in fig.layout.title.text
+
+
+def test_sparsity_heatmap_needs_a_unit_when_several(sparsity_table):
+    with pytest.raises(ValueError, match="2 units; pass unit= one of u1, u2"):
+        plots.sparsity_heatmap(sparsity_table)
+    with pytest.raises(ValueError, match="no sparsity rows for unit 'u3'"):
+        plots.sparsity_heatmap(sparsity_table, "u3")
+    one = sparsity_table[sparsity_table["unit"] == "u1"].drop(columns="unit")
+    assert plots.sparsity_heatmap(one).data[0].z[0, 0] == pytest.approx(0.505)
+
+
+# ----- loss curves --------------------------------------------------------------------------------
+
+
+def test_loss_curves_one_line_per_unit_and_component():
+    history = pd.DataFrame(
+        {
+            "unit": ["a", "a", "b", "b"],
+            "step": [20.0, 10.0, 10.0, 20.0],
+            "loss": [0.5, 1.0, 2.0, 1.5],
+            "att": [0.1, 0.2, 0.3, 0.25],
+        }
+    )
+    fig = plots.loss_curves(history)
+    assert [t.name for t in fig.data] == ["a", "b"]
+    assert list(fig.data[0].x) == [10.0, 20.0] and list(fig.data[0].y) == [1.0, 0.5]  # sorted by step
+    fig = plots.loss_curves(history, ["loss", "att", "hid"], log_y=True)
+    assert [t.name for t in fig.data] == ["a · loss", "a · att", "b · loss", "b · att"]
+    assert fig.data[0].line.color == fig.data[1].line.color != fig.data[2].line.color
+    assert fig.layout.yaxis.type == "log"
+    with_nan = history.assign(att=[np.nan, np.nan, 0.3, 0.25])
+    assert [t.name for t in plots.loss_curves(with_nan, ["loss", "att"]).data] == ["a · loss", "b · loss", "b · att"]
+    single = plots.loss_curves(history[history["unit"] == "a"], ["loss", "att"])
+    assert [t.name for t in single.data] == ["loss", "att"]
+
+
+def test_loss_curves_errors():
+    with pytest.raises(ValueError, match="'step'"):
+        plots.loss_curves(pd.DataFrame({"loss": [1.0]}))
+    with pytest.raises(ValueError, match="none of the components"):
+        plots.loss_curves(pd.DataFrame({"step": [1.0], "loss": [1.0]}), ["hid"])
+
+
+# ----- tables (kaviz.ui_data) ---------------------------------------------------------------------
+
+
+def test_sparsity_curve_table(metrics):
+    t = ui_data.sparsity_curve_table(metrics)
+    assert list(t["method"]) == [
+        "pretrained",
+        "finetuned",
+        "oneshot-magnitude",
+        "oneshot-magnitude",
+        "small-dense",
+        "small-dense",
+    ]
+    row = t.iloc[3]
+    assert (row["sparsity"], row["measured_sparsity"], row["n_seeds"]) == (0.9, pytest.approx(0.89), 2)
+    assert row["mean"] == pytest.approx(0.65) and row["hi"] - row["lo"] == pytest.approx(2 * np.std([0.6, 0.7], ddof=1))
+    assert t.iloc[2]["lo"] == t.iloc[2]["hi"] == pytest.approx(0.8)  # one seed: no spread
+    with pytest.raises(ValueError, match="spread"):
+        ui_data.sparsity_curve_table(metrics, spread="sem")
+
+
+def test_headline_table(metrics):
+    h = ui_data.headline_table(metrics)
+    assert h.index.name == "model"
+    assert list(h.index) == ["pre-trained", "fine-tuned (teacher)", "oneshot-magnitude", "small-dense"]
+    assert list(h.columns) == ["dense score", "50% score", "50% sparsity", "90% score", "90% sparsity"]
+    assert h.loc["fine-tuned (teacher)", "dense score"] == 0.9
+    assert math.isnan(h.loc["fine-tuned (teacher)", "50% score"])
+    assert h.loc["oneshot-magnitude", "90% score"] == pytest.approx(0.65)
+    assert h.loc["small-dense", "50% sparsity"] == pytest.approx(0.49)
+    assert list(ui_data.headline_table(metrics, "f1").columns)[:2] == ["dense f1", "50% f1"]
+
+
+def test_latex_table(metrics):
+    tex = ui_data.latex_table(ui_data.headline_table(metrics))
+    assert "\\begin{tabular}" in tex and "\\toprule" in tex
+    assert "fine-tuned (teacher) & 0.900 & -- &" in tex
+    assert "50\\% score" in tex  # escaped
+    plain = ui_data.latex_table(pd.DataFrame({"a_b": [1.0]}))
+    assert "a\\_b" in plain and "\\\\\n0 &" not in plain  # a RangeIndex is left out
+
+
+def test_task_metrics_and_unit_values(metrics):
+    extra = pd.DataFrame(metric_rows("finetuned", "finetuned", 0.0, 1, {"accuracy": 0.9, "train_seconds": 3.0}))
+    both = pd.concat([metrics, extra], ignore_index=True)
+    assert ui_data.task_metrics(both) == ["score", "accuracy", "f1"]
+    assert ui_data.unit_values(metrics)["finetuned"] == 0.9
+
+
+def test_unit_status_table_keeps_the_first_error_line():
+    units = pd.DataFrame(
+        {"unit": ["a", "b"], "stage": ["pruned"] * 2, "status": ["failed", "done"], "error": ["Boom: x\ntrace", None]}
+    )
+    t = ui_data.unit_status_table(units)
+    assert t["error"].iloc[0] == "Boom: x" and pd.isna(t["error"].iloc[1])
+    assert "seconds" in t.columns and units.loc[0, "error"] == "Boom: x\ntrace"
+
+
+def test_runs_folders(tmp_path):
+    assert ui_data.runs_folders(None, tmp_path) == [str(ui_data.DEMO_RUNS), str(tmp_path / "runs")]
+    env = f" {tmp_path / 'a'} ,b,,{tmp_path / 'a'}"
+    assert ui_data.runs_folders(env, tmp_path, extra=["c", "b"]) == [
+        str(tmp_path / "a"),
+        str(tmp_path / "b"),
+        str(tmp_path / "c"),
+    ]
+    assert ui_data.runs_folders("  ", tmp_path) == ui_data.runs_folders(None, tmp_path)
+
+
+def test_list_runs_over_folders(tmp_path):
+    def make(folder: Path, name: str) -> None:
+        RunStore(folder).create_run(
+            RunConfig(name=name).to_dict(), units=[{"unit": "pretrained", "stage": "pretrained"}]
+        )
+
+    make(tmp_path / "one", "old")
+    make(tmp_path / "two", "new")
+    (tmp_path / "two" / "junk").mkdir()
+    runs = ui_data.list_runs([str(tmp_path / "one"), str(tmp_path / "two"), str(tmp_path / "missing")])
+    assert list(runs["run_id"]) == ["new", "old", "junk"]
+    assert list(runs["status"]) == ["running", "running", "unreadable"]
+    assert runs.loc[0, "folder"] == str(tmp_path / "two")
+    assert ui_data.run_label(runs.iloc[0]) == "new · running · 0/1 units · two"
+    assert ui_data.list_runs([str(tmp_path / "missing")]).empty
+
+
+def test_plots_and_tables_load_neither_streamlit_nor_torch():
+    code = "import sys, kaviz.plots, kaviz.ui_data; print(sorted({'streamlit', 'torch'} & set(sys.modules)))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
