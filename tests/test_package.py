@@ -1,0 +1,26 @@
+"""Promises of the package as a whole: UI-free library, no unpickling."""
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_import_kaviz_does_not_load_streamlit():
+    code = (
+        "import sys, kaviz, kaviz.pipeline, kaviz.plots, kaviz.store, kaviz.cli; assert 'streamlit' not in sys.modules"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_no_module_unpickles():
+    unsafe = re.compile(r"pickle\.loads?\(|torch\.load\((?![^)]*weights_only=True)|trust_remote_code=True")
+    offenders = [
+        f"{p.relative_to(ROOT)}:{i}"
+        for p in [*ROOT.joinpath("kaviz").rglob("*.py"), *ROOT.joinpath("pages").rglob("*.py"), ROOT / "app.py"]
+        for i, line in enumerate(p.read_text().splitlines(), 1)
+        if unsafe.search(line)
+    ]
+    assert not offenders, offenders
