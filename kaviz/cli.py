@@ -191,7 +191,12 @@ def build_parser() -> argparse.ArgumentParser:
     common(d)
     d.set_defaults(fn=cmd_demo)
 
-    ls = sub.add_parser("runs", help="list the runs in a folder with their status")
+    ls = sub.add_parser(
+        "runs",
+        help="list the runs in a folder with their status",
+        description="One line per run: name, status (running, complete, failed, interrupted, "
+        "unreadable), units done of planned, task, model and creation time.",
+    )
     ls.add_argument("dir", nargs="?", default=DEFAULT_RUNS, help=f"runs folder (default: ./{DEFAULT_RUNS})")
     ls.set_defaults(fn=cmd_runs)
 
