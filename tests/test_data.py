@@ -1,11 +1,8 @@
-"""kaviz.data: GLUE TSV and custom loading, clear errors, encoding, metrics. Offline; invented sentences only."""
+"""kaviz.data: GLUE TSV loading, clear errors, subsampling, the demo task, encoding. Offline; invented sentences only."""
 
 from __future__ import annotations
 
-import json
-import math
 import os
-import warnings
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -21,7 +18,6 @@ from kaviz.data import (
     TaskData,
     TaskError,
     TaskSpec,
-    compute_metrics,
     demo_task,
     encode,
     load_task,
@@ -254,88 +250,6 @@ def test_unknown_task_name():
         load_task(TaskConfig(name="sst3"))
 
 
-# ----- custom tasks ---------------------------------------------------------------------------------------
-
-
-def custom(path: Path, cols: list[str], seed: int = 42, **kw) -> TaskData:
-    return load_task(TaskConfig(name="custom", path=str(path), text_columns=cols, **kw), seed=seed)
-
-
-def test_custom_csv_file_string_labels_split_90_10(tmp_path):
-    rows = ["review,stars,sentiment"] + [f'"nice, really {i}",{i % 5},{"pos" if i % 3 else "neg"}' for i in range(40)]
-    write(tmp_path, {"reviews.csv": "\n".join(rows) + "\n"})
-    task = custom(tmp_path / "reviews.csv", ["review"], label_column="sentiment")
-    check_columns(task)
-    assert task.spec == TaskSpec("custom", False, 2, False, ("accuracy", "f1"), "accuracy", ("neg", "pos"))
-    assert (len(task.train), len(task.dev)) == (36, 4)
-    texts = list(task.train["text_a"]) + list(task.dev["text_a"])
-    assert sorted(texts) == sorted(f"nice, really {i}" for i in range(40))
-    by_text = dict(zip(texts, list(task.train["label"]) + list(task.dev["label"])))
-    assert by_text["nice, really 3"] == 0 and by_text["nice, really 4"] == 1
-    again = custom(tmp_path / "reviews.csv", ["review"], label_column="sentiment")
-    assert again.dev["text_a"] == task.dev["text_a"]
-    other = custom(tmp_path / "reviews.csv", ["review"], seed=7, label_column="sentiment")
-    assert other.dev["text_a"] != task.dev["text_a"]
-    stars = custom(tmp_path / "reviews.csv", ["review"], label_column="stars")
-    assert stars.spec.label_names == ("0", "1", "2", "3", "4") and stars.spec.metrics == ("accuracy",)
-
-
-def test_custom_jsonl_pair_and_folder(tmp_path):
-    lines = [{"q": f"q{i}", "a": f"a{i}", "y": ["no", "maybe", "yes"][i % 3]} for i in range(12)]
-    write(tmp_path / "f", {"train.jsonl": "\n".join(json.dumps(r) for r in lines) + "\n\n",
-                           "validation.jsonl": json.dumps({"q": "x", "a": "z", "y": "yes"})})  # fmt: skip
-    task = custom(tmp_path / "f", ["q", "a"], label_column="y")
-    check_columns(task)
-    assert task.spec.pair and task.spec.label_names == ("maybe", "no", "yes")
-    assert task.train[0] == {"text_a": "q0", "text_b": "a0", "label": 1}
-    assert task.dev[:] == {"text_a": ["x"], "text_b": ["z"], "label": [2]}
-    single = custom(tmp_path / "f" / "train.jsonl", ["q"], label_column="y")
-    assert (len(single.train), len(single.dev)) == (11, 1)
-
-
-def test_custom_folder_mixed_formats_and_regression(tmp_path):
-    write(tmp_path, {"train.csv": "text,score\nok,1.5\nmeh,-2\n", "dev.json": json.dumps([{"text": "hi", "score": 3}])})
-    task = custom(tmp_path, ["text"], label_column="score", task_type="regression")
-    check_columns(task)
-    assert task.spec.is_regression and task.spec.metrics == ("pearson", "spearman") and task.spec.num_labels == 1
-    assert task.train["label"] == [1.5, -2.0] and task.dev["label"] == [3.0]
-
-
-def test_custom_errors(tmp_path):
-    with pytest.raises(TaskError, match=r"no dev\.\{csv,tsv,jsonl,json\} or validation\..*found: train\.csv"):
-        write(tmp_path / "a", {"train.csv": "text,label\nx,1\n"})
-        custom(tmp_path / "a", ["text"])
-    with pytest.raises(TaskError, match=r"missing column\(s\) 'body'; available: 'text', 'label'"):
-        custom(tmp_path / "a" / "train.csv", ["body"])
-    write(tmp_path / "b", {"d.csv": "text,label\nx,1\ny\n", "r.csv": "text,label\nx,good\ny,3.5\n",
-                           "nan.jsonl": '{"text": "x", "label": 1}\n{"text": "y", "label": NaN}\n',
-                           "one.csv": "text,label\nx,a\ny,a\n", "bad.jsonl": '{"text": "x"}\n{"text": \n',
-                           "null.jsonl": '{"text": null, "label": 1}\n{"text": "y", "label": 0}\n',
-                           "nokey.jsonl": '{"text": "x", "label": 1}\n{"body": "y", "label": 0}\n',
-                           "empty.csv": "", "header.csv": "text,label\n", "latin.csv": b"text,label\nna\xefve,1\n",
-                           "data.parquet": "x"})  # fmt: skip
-    b = tmp_path / "b"
-    cases = {
-        "d.csv": r"d\.csv, line 3: expected 2 fields \(text, label\), got 1",
-        "r.csv": r"bad label\(s\) in column 'label' \(regression needs numbers\): r\.csv line 2: 'good' is not a finite",
-        "nan.jsonl": r"nan\.jsonl line 2: label is missing \(nan\)",
-        "one.csv": r"one\.csv: label column 'label' has a single value 'a'; classification needs at least 2 classes",
-        "bad.jsonl": r"bad\.jsonl, line 2: not valid JSON",
-        "null.jsonl": r"null\.jsonl, line 1: text column 'text' is null",
-        "nokey.jsonl": r"nokey\.jsonl, line 2: no text column 'text' in this record \(keys: body, label\)",
-        "empty.csv": r"empty\.csv: the file is empty",
-        "header.csv": r"header\.csv: no data rows",
-        "latin.csv": r"latin\.csv: not UTF-8 text \(byte 0xef on line 2\)",
-        "data.parquet": r"unsupported file type '\.parquet'",
-    }
-    for file, match in cases.items():
-        task_type = "regression" if file == "r.csv" else "classification"
-        with pytest.raises(TaskError, match=match):
-            custom(b / file, ["text"], task_type=task_type)
-    with pytest.raises(TaskError, match=r"does not exist"):
-        custom(tmp_path / "missing.csv", ["text"])
-
-
 # ----- subsampling, demo ----------------------------------------------------------------------------------
 
 
@@ -405,52 +319,3 @@ def test_encode_pair_regression_and_collate(tmp_path, tokenizer):
     assert batch["labels"].dtype == torch.float32 and batch["labels"].tolist() == [4.5, 0.5]
     shorter = int(np.argmin([len(x) for x in enc["train"]["input_ids"]]))
     assert batch["attention_mask"][shorter, -1] == 0 and batch["input_ids"][shorter, -1] == tokenizer.pad_token_id
-
-
-# ----- metrics --------------------------------------------------------------------------------------------
-
-BINARY = TaskSpec("t", False, 2, False, ("accuracy", "f1", "matthews"), "accuracy")
-REGRESSION = TaskSpec("r", True, 1, True, ("pearson", "spearman"), "pearson")
-
-
-def test_classification_metrics_by_hand():
-    y = np.array([1, 0, 1, 1, 0, 0])
-    pred = np.array([1, 0, 0, 1, 1, 0])  # tp 2, fp 1, fn 1, tn 2
-    logits = np.stack([1 - pred, pred], axis=1).astype(np.float32)
-    out = compute_metrics(BINARY, logits, y)
-    assert out == pytest.approx({"accuracy": 4 / 6, "f1": 2 / 3, "matthews": (2 * 2 - 1 * 1) / 9})
-    assert all(type(v) is float for v in out.values())
-    assert compute_metrics(BINARY, pred, y) == out  # class ids are accepted too
-    three = TaskSpec("m", True, 3, False, ("accuracy",), "accuracy")
-    assert compute_metrics(three, np.eye(3)[[0, 2, 1, 1]], np.array([0, 2, 2, 1])) == {"accuracy": 0.75}
-
-
-def test_regression_metrics_by_hand():
-    pred, y = np.array([[1.0], [2.0], [3.0], [4.0]]), np.array([2.0, 4.0, 5.0, 4.0])
-    out = compute_metrics(REGRESSION, pred, y)
-    # pearson: sum dxdy 3.5, sum dx^2 5, sum dy^2 4.75; spearman: ranks of y are 1, 2.5, 4, 2.5
-    assert out == pytest.approx({"pearson": 3.5 / math.sqrt(5 * 4.75), "spearman": 3 / math.sqrt(5 * 4.5)})
-    assert compute_metrics(REGRESSION, pred[:, 0], y) == out
-
-
-def test_constant_predictions_give_zero_without_warnings():
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        assert compute_metrics(BINARY, np.zeros(4, dtype=int), np.array([0, 1, 0, 1]))["matthews"] == 0.0
-        assert compute_metrics(BINARY, np.ones(4, dtype=int), np.array([0, 1, 0, 1]))["f1"] == pytest.approx(2 / 3)
-        assert compute_metrics(BINARY, np.zeros(4, dtype=int), np.array([0, 1, 0, 1]))["f1"] == 0.0
-        assert compute_metrics(REGRESSION, np.full(4, 2.0), np.arange(4.0)) == {"pearson": 0.0, "spearman": 0.0}
-    assert math.isnan(compute_metrics(REGRESSION, np.array([1.0, np.nan]), np.arange(2.0))["pearson"])
-
-
-def test_metric_shape_errors():
-    with pytest.raises(ValueError, match=r"logits have 3 columns but task 't' has 2 labels"):
-        compute_metrics(BINARY, np.zeros((4, 3)), np.zeros(4))
-    with pytest.raises(ValueError, match=r"predictions \(3,\) and labels \(4,\) do not match"):
-        compute_metrics(BINARY, np.zeros(3, dtype=int), np.zeros(4))
-    with pytest.raises(ValueError, match=r"shape \(n,\) or \(n, 1\), got \(4, 2\)"):
-        compute_metrics(REGRESSION, np.zeros((4, 2)), np.zeros(4))
-    with pytest.raises(ValueError, match="zero examples"):
-        compute_metrics(BINARY, np.zeros((0, 2)), np.zeros(0))
-    with pytest.raises(ValueError, match=r"unknown metric\(s\) \['bleu'\]"):
-        compute_metrics(TaskSpec("x", False, 2, False, ("bleu",), "bleu"), np.zeros(2, dtype=int), np.zeros(2))
