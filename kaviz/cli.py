@@ -40,19 +40,19 @@ def demo_config(tiny: bool = False, name: str | None = None) -> RunConfig:
         data = {
             "name": name or "demo-tiny",
             "model": {"name_or_path": "tiny"},
-            "task": {"name": "demo", "demo_train_size": 1200, "demo_dev_size": 400, "max_length": 48},
-            "training": {"max_steps": 120, "batch_size": 32, "learning_rate": 1e-3},
-            "pruning": {"max_steps": 60, "learning_rate": 5e-4, "mask_updates": 20},
-            "sparsities": [0.5, 0.8, 0.9, 0.95],
+            "task": {"name": "demo", "demo_train_size": 800, "demo_dev_size": 300, "max_length": 40},
+            "training": {"max_steps": 100, "batch_size": 32, "learning_rate": 1e-3},
+            "pruning": {"max_steps": 30, "learning_rate": 5e-4, "mask_updates": 10},
+            "sparsities": [0.5, 0.8, 0.95],
         }
     else:
         data = {
             "name": name or "demo",
             "model": {"name_or_path": PACKAGED_MODEL},
-            "task": {"name": "demo", "demo_train_size": 2000, "demo_dev_size": 500, "max_length": 48},
+            "task": {"name": "demo", "demo_train_size": 2000, "demo_dev_size": 400, "max_length": 40},
             "training": {"max_steps": 150, "batch_size": 32, "learning_rate": 5e-5},
-            "pruning": {"max_steps": 60, "learning_rate": 1e-4, "mask_updates": 20},
-            "sparsities": [0.5, 0.8, 0.9],
+            "pruning": {"max_steps": 60, "learning_rate": 1e-4, "mask_updates": 30, "ramp_end": 0.8},
+            "sparsities": [0.5, 0.8, 0.95],
         }
     return RunConfig.from_dict(data)
 
@@ -130,6 +130,13 @@ def cmd_export(a: argparse.Namespace) -> int:
         print(f"wrote {len(df)} rows to {a.output}", file=sys.stderr)
     else:
         sys.stdout.write(text)
+    return 0
+
+
+def cmd_copy(a: argparse.Namespace) -> int:
+    run = _open_run(a.run)
+    dest = run.copy_to(a.dest, include_checkpoints=a.checkpoints)
+    print(f"copied {run.run_id} to {dest.path}" + ("" if a.checkpoints else " (tables only, no checkpoints)"))
     return 0
 
 

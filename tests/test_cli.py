@@ -16,7 +16,7 @@ def run_cli(*args: str) -> tuple[int, str]:
     return code, buf.getvalue()
 
 
-@pytest.mark.parametrize("command", ["run", "demo", "runs", "export", "import"])
+@pytest.mark.parametrize("command", ["run", "demo", "runs", "export", "import", "copy"])
 def test_help_for_every_command(command, capsys):
     with pytest.raises(SystemExit) as e:
         build_parser().parse_args([command, "--help"])
@@ -67,3 +67,8 @@ def test_tiny_demo_exports_every_stage_and_method(tmp_path):
     target = tmp_path / "m.json"
     assert main(["export", str(out / "demo-tiny"), "--format", "json", "-o", str(target)]) == 0
     assert len(json.loads(target.read_text())) == len(df)
+    # a tables-only copy (how the demo ships in assets/) still serves every table
+    assert main(["copy", str(out / "demo-tiny"), str(tmp_path / "shipped")]) == 0
+    code, csv2 = run_cli("export", str(tmp_path / "shipped" / "demo-tiny"))
+    assert pd.read_csv(io.StringIO(csv2)).equals(df)
+    assert not list((tmp_path / "shipped").rglob("*.safetensors"))
