@@ -346,6 +346,17 @@ class Run:
         """``units/*/<name>.parquet`` of the done units, concatenated, with a leading ``unit`` column."""
         return rt.read_unit_tables(self._done_files(_name(name, "table name")))
 
+    def write_unit_table(self, unit: str, name: str, df: pd.DataFrame) -> None:
+        """Add or replace one table of a *done* unit (analysis results computed after training)."""
+        if self.unit_status(unit) != "done":
+            raise StoreError(f"unit {unit!r} of run {self.run_id!r} is not done; analyse finished units only")
+        if _name(name, "table name") == METRICS:
+            raise StoreError("the metrics table of a unit is written by finish_unit only")
+        rt.write_parquet(self.store._inside(self._unit_dir(unit) / f"{name}.parquet"), df, f"table {name!r} of {unit}")
+
+    def has_unit_table(self, unit: str, name: str) -> bool:
+        return (self._unit_dir(unit) / f"{_name(name, 'table name')}.parquet").is_file()
+
     def _analysis_path(self, name: str) -> Path:
         return self.store._inside(self.path / ANALYSIS / f"{_name(name, 'table name')}.parquet")
 

@@ -425,3 +425,20 @@ def test_copy_without_checkpoints_keeps_every_table(run, tmp_path):
 def test_import_is_light():
     code = "import sys, kaviz.store; assert not {'torch', 'transformers'} & set(sys.modules), sorted(sys.modules)"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_unit_tables_added_after_finish(run):
+    df = pd.DataFrame({"layer": [0, 1], "metric": ["linear_cka", "linear_cka"], "value": [1.0, 0.5]})
+    with pytest.raises(StoreError, match="not done"):
+        run.write_unit_table("pretrained", "knowledge", df)
+    run.start_unit("pretrained")
+    run.finish_unit("pretrained", [{"metric": "score", "value": 0.5}])
+    assert not run.has_unit_table("pretrained", "knowledge")
+    run.write_unit_table("pretrained", "knowledge", df)
+    assert run.has_unit_table("pretrained", "knowledge")
+    got = run.unit_table("knowledge")
+    assert list(got.unit) == ["pretrained", "pretrained"] and list(got.value) == [1.0, 0.5]
+    with pytest.raises(StoreError, match="finish_unit"):
+        run.write_unit_table("pretrained", "metrics", df)
+    with pytest.raises(StoreError):
+        run.write_unit_table("pretrained", "../x", df)
