@@ -118,6 +118,25 @@ class DistillConfig:
 
 
 @dataclass
+class AnalysisConfig:
+    enabled: bool = _help("Compute the knowledge tables at the end of `kaviz run` (else run `kaviz analyze`).", default=True)
+    probe_size: int = _help("Dev examples in the fixed probe set every model is captured on.", default=256)
+    probe_seed: int = _help("Seed that draws the probe set.", default=0)
+    batch_size: int = _help("Batch size of the capture forward passes.", default=32)
+    features: Literal["cls", "mean"] = _help("Sentence features for CKA and probes: [CLS] vector or mean over tokens.", default="mean")
+    cka_kinds: list[str] = _help("Representation metrics per layer (kaviz.similarity registry names).",
+                                 default_factory=lambda: ["linear_cka", "rbf_cka"])
+    attribution_examples: int = _help("Probe examples explained with Integrated Gradients (0 = skip attribution).", default=16)
+    ig_steps: int = _help("Integrated-Gradients steps per example.", default=16)
+    general_probe: Literal["auto", "mlm", "sts", "none"] = _help(
+        "General-knowledge probe: masked-LM loss if the model has an MLM head, else STS-B-style Spearman ('auto').",
+        default="auto",
+    )
+    sts_path: str | None = _help("Local GLUE STS-B folder for the STS probe; unset uses a built-in generated set.", default=None)
+    float16: bool = _help("Keep captured activations in float16 (halves memory).", default=False)
+
+
+@dataclass
 class RunConfig:
     name: str = _help("Run name: letters, digits, '.', '_' and '-' (the folder in the runs store).", default="run")
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -125,6 +144,7 @@ class RunConfig:
     training: TrainingConfig = field(default_factory=TrainingConfig)
     pruning: PruningConfig = field(default_factory=PruningConfig)
     distill: DistillConfig = field(default_factory=DistillConfig)
+    analysis: AnalysisConfig = field(default_factory=AnalysisConfig)
     sparsities: list[float] = _help(
         "Target encoder sparsities, each in (0, 1).", default_factory=lambda: [0.5, 0.8, 0.9, 0.95]
     )
@@ -275,6 +295,11 @@ class RunConfig:
             p.append(f"pruning.ramp_end: must be in (0, 1], got {pr.ramp_end}")
         if pr.small_dense_layers is not None and pr.small_dense_layers < 1:
             p.append(f"pruning.small_dense_layers: must be >= 1, got {pr.small_dense_layers}")
+        an = self.analysis
+        if an.probe_size < 8:
+            p.append(f"analysis.probe_size: must be >= 8, got {an.probe_size}")
+        if an.batch_size < 1 or an.ig_steps < 1 or an.attribution_examples < 0:
+            p.append("analysis.batch_size / ig_steps must be >= 1 and attribution_examples >= 0")
         d = self.distill
         if d.temperature <= 0:
             p.append(f"distill.temperature: must be > 0, got {d.temperature}")
