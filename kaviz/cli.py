@@ -44,6 +44,7 @@ def demo_config(tiny: bool = False, name: str | None = None) -> RunConfig:
             "training": {"max_steps": 100, "batch_size": 32, "learning_rate": 1e-3},
             "pruning": {"max_steps": 30, "learning_rate": 5e-4, "mask_updates": 10},
             "sparsities": [0.5, 0.8, 0.95],
+            "analysis": {"probe_size": 64, "attribution_examples": 4, "ig_steps": 8},
         }
     else:
         data = {
@@ -53,6 +54,7 @@ def demo_config(tiny: bool = False, name: str | None = None) -> RunConfig:
             "training": {"max_steps": 150, "batch_size": 32, "learning_rate": 5e-5},
             "pruning": {"max_steps": 60, "learning_rate": 1e-4, "mask_updates": 30, "ramp_end": 0.8},
             "sparsities": [0.5, 0.8, 0.95],
+            "analysis": {"probe_size": 128, "attribution_examples": 8, "ig_steps": 16},
         }
     return RunConfig.from_dict(data)
 
@@ -69,14 +71,24 @@ def _print_summary(run) -> None:
     print(f"\nrun stored in {run.path}")
 
 
-def _execute(cfg: RunConfig, out: str, resume: bool, quiet: bool) -> int:
+def _execute(cfg: RunConfig, out: str, resume: bool, quiet: bool, analyze: bool = True) -> int:
     from kaviz.pipeline import Pipeline
     from kaviz.store import RunStore
 
     pipe = Pipeline(cfg, RunStore(out), resume=resume, progress=not quiet, echo=None if quiet else _stderr)
     run = pipe.run()
     _print_summary(run)
+    if analyze and cfg.analysis.enabled:
+        _analyze(run, force=False, quiet=quiet)
     return 0
+
+
+def _analyze(run, force: bool, quiet: bool) -> list[str]:
+    from kaviz.analysis import Analyzer
+
+    done = Analyzer(run, progress=not quiet).run(force=force)
+    print(f"analysed {len(done)} unit(s) of {run.run_id}" + ("" if done else " (all up to date)"), file=sys.stderr)
+    return done
 
 
 def _stderr(msg: str) -> None:
@@ -91,12 +103,12 @@ def cmd_run(a: argparse.Namespace) -> int:
         cfg = RunConfig.from_dict(_set_overrides(cfg.to_dict(), a.set))
     if a.name:
         cfg = RunConfig.from_dict({**cfg.to_dict(), "name": a.name})
-    return _execute(cfg, a.out, a.resume, a.quiet)
+    return _execute(cfg, a.out, a.resume, a.quiet, analyze=not a.no_analyze)
 
 
 def cmd_demo(a: argparse.Namespace) -> int:
     cfg = demo_config(tiny=a.tiny, name=a.name)
-    return _execute(cfg, a.out, a.resume, a.quiet)
+    return _execute(cfg, a.out, a.resume, a.quiet, analyze=not a.no_analyze)
 
 
 def cmd_runs(a: argparse.Namespace) -> int:
@@ -118,9 +130,18 @@ def _open_run(path: str):
     return RunStore(p.parent).open_run(p.name)
 
 
+def cmd_analyze(a: argparse.Namespace) -> int:
+    _analyze(_open_run(a.run), force=a.force, quiet=a.quiet)
+    return 0
+
+
 def cmd_export(a: argparse.Namespace) -> int:
+    from kaviz.analysis import knowledge_table
+
     run = _open_run(a.run)
-    df = run.metrics()
+    df = run.metrics() if a.table == "metrics" else knowledge_table(run, a.table)
+    if df.empty and a.table != "metrics":
+        print(f"run {run.run_id} has no {a.table!r} table yet: run `kaviz analyze {a.run}`", file=sys.stderr)
     if a.format == "csv":
         text = df.to_csv(index=False)
     else:
@@ -155,7 +176,7 @@ def cmd_import(a: argparse.Namespace) -> int:
         "methods": [],
         "import_students": a.student,
     }
-    return _execute(RunConfig.from_dict(data), a.out, a.resume, a.quiet)
+    return _execute(RunConfig.from_dict(data), a.out, a.resume, a.quiet, analyze=not a.no_analyze)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -168,6 +189,9 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--out", default=DEFAULT_RUNS, help=f"runs folder (default: ./{DEFAULT_RUNS})")
         sp.add_argument("--resume", action="store_true", help="continue an interrupted run; finished units are kept")
         sp.add_argument("--quiet", action="store_true", help="no progress bars")
+        sp.add_argument(
+            "--no-analyze", action="store_true", help="skip the knowledge tables at the end (see kaviz analyze)"
+        )
 
     r = sub.add_parser(
         "run",
@@ -214,6 +238,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     e.add_argument("run", help="run folder, e.g. runs/demo-tiny")
     e.add_argument("--format", choices=["csv", "json"], default="csv")
+    e.add_argument(
+        "--table",
+        choices=["metrics", "knowledge", "cka_matrix", "attribution"],
+        default="metrics",
+        help="metrics (task scores, sparsity) or an analysis table: knowledge (per-layer similarity to "
+        "references, attention per head, probes), cka_matrix (layer x layer), attribution",
+    )
     e.add_argument("--output", "-o", help="file to write (default: stdout)")
     e.set_defaults(fn=cmd_export)
 
@@ -245,6 +276,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     args = build_parser().parse_args(argv)
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # per-file load/save bars drown the per-unit progress
     try:
         return args.fn(args)
     except KeyboardInterrupt:

@@ -22,6 +22,7 @@ def tiny_config(name="t", **over):
         "training": {"max_steps": 8, "batch_size": 16, "learning_rate": 1e-3, "num_threads": 1},
         "pruning": {"max_steps": 6, "learning_rate": 1e-3, "mask_updates": 3},
         "sparsities": SPARSITIES,
+        "analysis": {"probe_size": 32, "attribution_examples": 2, "ig_steps": 4},
         **over,
     }
     return RunConfig.from_dict(data)
