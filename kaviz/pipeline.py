@@ -264,21 +264,12 @@ class Pipeline:
 
 
 def summary_table(run: Run) -> pd.DataFrame:
-    """One row per unit: stage, method, target sparsity, seed, score, measured sparsity, non-zeros."""
+    """One row per unit in run order: stage, method, target sparsity, seed, score, measured sparsity, non-zeros."""
     df = run.metrics()
     if df.empty:
         return pd.DataFrame()
-    wide = df.pivot_table(
-        index=["stage", "method", "sparsity", "seed"], columns="metric", values="value", aggfunc="first"
-    ).reset_index()
-    cols = [
-        "stage",
-        "method",
-        "sparsity",
-        "seed",
-        "score",
-        "encoder_sparsity",
-        "nonzero_encoder_params",
-        "train_seconds",
-    ]
+    wide = df.pivot_table(index="unit", columns="metric", values="value", aggfunc="first")
+    keys = run.units().set_index("unit")[["stage", "method", "sparsity", "seed"]]
+    wide = keys.join(wide, how="inner").reset_index(drop=True)
+    cols = ["stage", "method", "sparsity", "seed", "score", "encoder_sparsity", "nonzero_encoder_params", "train_seconds"]
     return wide[[c for c in cols if c in wide.columns]]
