@@ -25,6 +25,15 @@ from typing import Any
 
 import torch
 
+# attention-map metrics live in their own module; re-exported so kaviz.similarity is the one entry point
+from kaviz.attention_metrics import (  # noqa: F401
+    attention_cosine,
+    attention_entropy,
+    attention_js,
+    attention_kl,
+    attention_table,
+)
+
 Metric = Callable[..., float]  # (x (n, d1), y (n, d2), **options) -> float
 
 ZERO_VAR_RTOL = 1e-10

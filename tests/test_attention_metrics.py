@@ -169,3 +169,9 @@ def test_attention_table_errors():
         attention_table(maps, maps, mask, pruned_heads=[(0, 4)])
     with pytest.raises(ValueError, match="1 and 2"):
         attention_table(maps, maps * 2, mask)
+
+
+def test_attention_js_is_part_of_the_similarity_api():
+    from kaviz import attention_metrics, similarity
+
+    assert similarity.attention_js is attention_metrics.attention_js
