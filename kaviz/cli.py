@@ -248,6 +248,29 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--output", "-o", help="file to write (default: stdout)")
     e.set_defaults(fn=cmd_export)
 
+    an = sub.add_parser(
+        "analyze",
+        help="compute a run's knowledge tables (incremental)",
+        description="Capture every done unit on a fixed probe set and store per-layer CKA and attention "
+        "similarity to the teacher and the pre-trained model, linear probes, the general-knowledge probe and "
+        "attribution agreement. Only units without tables are computed unless --force.",
+    )
+    an.add_argument("run", help="run folder, e.g. runs/demo-tiny")
+    an.add_argument("--force", action="store_true", help="recompute every unit")
+    an.add_argument("--quiet", action="store_true", help="no progress bars")
+    an.set_defaults(fn=cmd_analyze)
+
+    cp = sub.add_parser(
+        "copy",
+        help="copy a run to another runs folder (tables only by default)",
+        description="Copy a run's manifest, metrics and tables to another runs folder, e.g. to share results "
+        "or ship a demo; checkpoints only with --checkpoints.",
+    )
+    cp.add_argument("run", help="run folder, e.g. runs/demo")
+    cp.add_argument("dest", help="destination runs folder")
+    cp.add_argument("--checkpoints", action="store_true", help="also copy the safetensors checkpoints")
+    cp.set_defaults(fn=cmd_copy)
+
     im = sub.add_parser(
         "import",
         help="assemble a run from checkpoints made elsewhere",
