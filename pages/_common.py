@@ -155,3 +155,112 @@ def figure(fig: go.Figure, table: pd.DataFrame, name: str, key: str) -> None:
     """The chart at full width, then its table's downloads (and the PNG)."""
     st.plotly_chart(fig, width="stretch", key=f"{key}_chart")
     downloads(table, name, key, fig)
+
+
+# ----- knowledge pages (3-5): analysis tables, models and guards ----------------------------------
+
+ANALYZE_MESSAGE = (
+    "This run has no knowledge tables yet. Compute them (CKA, attention, probes, attribution) with\n\n"
+    "```\nkaviz analyze {path}\n```\n\nthen reload this page."
+)
+NO_CHECKPOINT_MESSAGE = (
+    "{what} need the models' weights, and this run kept no checkpoint for **{units}** (a run copied "
+    "without checkpoints, like the shipped demo, has tables only). Re-run with `save_checkpoints: true` "
+    "to see them; the figures above come from the stored tables."
+)
+
+
+@st.cache_data(show_spinner="Reading knowledge tables…", max_entries=64)
+def run_knowledge(folder: str, run_id: str, updated: str, name: str = "knowledge") -> pd.DataFrame:
+    from kaviz.analysis import knowledge_table
+
+    return knowledge_table(RunStore(folder).open_run(run_id), name)
+
+
+def require_knowledge(key: RunKey) -> pd.DataFrame:
+    """The run's knowledge table, or the ``kaviz analyze`` hint and a stop when it has none."""
+    table = read(run_knowledge, *key)
+    if table.empty:
+        from pathlib import Path
+
+        st.info(ANALYZE_MESSAGE.format(path=Path(key[0]) / key[1]))
+        st.stop()
+    return table
+
+
+def pick(label: str, options: list, key: str, *, many: bool = False, container=None, **kwargs):
+    """A selectbox (``many``: a multiselect, all options by default) in ``container`` (default: the
+    page) whose stale state is dropped when the options change (another run), so a value that is
+    gone never errors."""
+    value = st.session_state.get(key)
+    if value is not None and not (set(value) <= set(options) if many else value in options):
+        st.session_state.pop(key, None)
+    where = container if container is not None else st
+    if many:
+        return where.multiselect(label, options, default=kwargs.pop("default", options), key=key, **kwargs)
+    return where.selectbox(label, options, key=key, **kwargs)
+
+
+@st.cache_resource(show_spinner="Loading model…", max_entries=4)
+def unit_model(folder: str, run_id: str, updated: str, unit: str):
+    """The unit's model from its checkpoint, or None (held for reuse; never modified)."""
+    from kaviz.inspect import load_unit_model
+
+    return load_unit_model(RunStore(folder).open_run(run_id), unit)
+
+
+@st.cache_resource(show_spinner=False, max_entries=4)
+def run_tokenizer(folder: str, run_id: str, updated: str):
+    from kaviz.inspect import load_run_tokenizer
+
+    return load_run_tokenizer(RunStore(folder).open_run(run_id))
+
+
+def models_or_info(key: RunKey, units: list[str], what: str) -> list | None:
+    """The models of ``units`` and the run's tokenizer (last), or None after an st.info saying why not."""
+    models = [read(unit_model, *key, u) for u in units]
+    tokenizer = read(run_tokenizer, *key)
+    missing = [u for u, m in zip(units, models) if m is None] + (["the tokenizer"] if tokenizer is None else [])
+    if missing:
+        st.info(NO_CHECKPOINT_MESSAGE.format(what=what, units=", ".join(missing)))
+        return None
+    return [*models, tokenizer]
+
+
+@st.cache_data(show_spinner="Computing attention maps…", max_entries=64)
+def attention_maps(folder: str, run_id: str, updated: str, unit: str, text: str):
+    from kaviz.inspect import attention_maps as maps
+
+    return maps(unit_model(folder, run_id, updated, unit), run_tokenizer(folder, run_id, updated), text)
+
+
+@st.cache_data(show_spinner="Integrated gradients…", max_entries=64)
+def token_attributions(folder: str, run_id: str, updated: str, teacher: str, unit: str, text: str) -> pd.DataFrame:
+    from kaviz.inspect import token_attributions as attributions
+
+    models = [unit_model(folder, run_id, updated, u) for u in (teacher, unit)]
+    return attributions(*models, run_tokenizer(folder, run_id, updated), text).tokens
+
+
+# ----- compare runs / new run (pages 6-7) ---------------------------------------------------------
+
+
+def all_runs() -> pd.DataFrame:
+    """The readable runs in every runs folder (the sidebar's listing), newest first."""
+    runs = ui_data.list_runs(ui_data.folders_from_environ(st.session_state.get(EXTRA_FOLDERS, [])))
+    return runs[runs["status"] != "unreadable"].reset_index(drop=True)
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def run_checkpoints(folder: str, run_id: str, updated: str) -> list[str]:
+    from kaviz.compare import units_with_checkpoints
+
+    return units_with_checkpoints(RunStore(folder).open_run(run_id))
+
+
+@st.cache_data(show_spinner="Comparing masks…", max_entries=16)
+def mask_tables(key_a: RunKey, unit_a: str, key_b: RunKey, unit_b: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Mask overlap of two units' checkpoints and their surviving heads (kaviz.compare.unit_masks)."""
+    from kaviz.compare import unit_masks
+
+    return unit_masks(RunStore(key_a[0]).open_run(key_a[1]), unit_a, RunStore(key_b[0]).open_run(key_b[1]), unit_b)

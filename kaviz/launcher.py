@@ -1,0 +1,395 @@
+"""Runs started from the app: ``kaviz run`` as a detached background process, and its progress.
+
+Each launch keeps three files in a hidden folder of the runs folder it writes to (the store's
+listings skip names that start with a dot)::
+
+    <folder>/.launch/<name>.yaml   the RunConfig the process runs (the same object the CLI takes)
+    <folder>/.launch/<name>.log    the process's stdout and stderr
+    <folder>/.launch/<name>.json   pid, command, start time (and when it was stopped)
+
+Progress is read from disk each time (the pid's liveness, the run's manifest through
+:class:`~kaviz.store.RunStore`, the tail of the log), so every page, browser tab or restarted app
+sees the same state.  The process runs in its own session: closing the app does not stop it, and
+:func:`stop` signals its whole process group.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from kaviz import atomic
+from kaviz.config import PACKAGED_MODEL, TINY_MODEL, ConfigError, RunConfig
+from kaviz.manifest import StoreError, now
+from kaviz.names import check_name
+from kaviz.store import RunStore
+from kaviz.ui_data import DEMO_RUNS, USER_RUNS, runs_folders
+
+LAUNCH_DIR = ".launch"
+#: Starts the process; tests replace it (same signature as ``subprocess.Popen``).
+Popen = subprocess.Popen
+#: Processes started by this Python process, so that they are reaped (no zombies) and their exit
+#: codes known.
+_CHILDREN: dict[int, subprocess.Popen] = {}
+TAIL_BYTES = 16_384
+_ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
+
+
+class LaunchError(ValueError):
+    """A launch that cannot start or a name that was never launched; the message says why."""
+
+
+@dataclass(frozen=True)
+class LaunchStatus:
+    """Where a launched run stands.
+
+    ``state``: ``starting`` (process up, no run yet), ``running``, ``analyzing`` (all units done,
+    knowledge tables being computed), then once the process is gone ``complete``, ``failed``,
+    ``interrupted`` (it died while running) or ``stopped`` (by :func:`stop`).
+    """
+
+    name: str
+    folder: str
+    state: str
+    alive: bool
+    pid: int | None
+    run_status: str | None
+    units_done: int
+    units_total: int
+    current_unit: str | None
+    log_tail: str
+    started: str | None
+    resume: bool
+    returncode: int | None
+
+    @property
+    def fraction(self) -> float:
+        return self.units_done / self.units_total if self.units_total else 0.0
+
+
+# ----- folders and paths --------------------------------------------------------------------------
+
+
+def is_shipped(folder: str | Path) -> bool:
+    """Whether ``folder`` is (or lies inside) the demo runs shipped with kaviz."""
+    real, shipped = Path(folder).expanduser().resolve(), DEMO_RUNS.resolve()
+    return real == shipped or shipped in real.parents
+
+
+def user_runs_folder(env: str | None = None, cwd: str | Path | None = None) -> Path:
+    """Where new runs go: the first ``KAVIZ_RUNS`` folder (``env``) that is not the shipped demo
+    runs, else ``runs/`` in ``cwd``."""
+    base = Path(cwd) if cwd is not None else Path.cwd()
+    if env is not None and env.strip():
+        for f in runs_folders(env, cwd=base):
+            if not is_shipped(f):
+                return Path(f)
+    return (base / USER_RUNS).resolve()
+
+
+def _root(folder: str | Path) -> Path:
+    root = Path(folder).expanduser().resolve()
+    if is_shipped(root):
+        raise LaunchError(f"{root} holds the runs shipped with kaviz; launch new runs into another folder")
+    return root
+
+
+def _paths(root: Path, name: str) -> dict[str, Path]:
+    """The launch files of run ``name``, each checked to resolve inside ``root``."""
+    try:
+        check_name(name)
+    except ValueError as e:
+        raise LaunchError(str(e)) from None
+    out = {}
+    for ext in ("yaml", "log", "json"):
+        path = root / LAUNCH_DIR / f"{name}.{ext}"
+        real = path.resolve()
+        if root not in real.parents:
+            raise LaunchError(f"{path} resolves to {real}, outside the runs folder {root}; refusing to use it")
+        out[ext] = path
+    return out
+
+
+# ----- building the config ------------------------------------------------------------------------
+
+
+def parse_floats(text: str, what: str = "sparsities") -> list[float]:
+    """``"0.5, 0.8 0.9"`` -> ``[0.5, 0.8, 0.9]``; ValueError naming the first bad item."""
+    items = [t for t in text.replace(",", " ").replace(";", " ").split() if t]
+    out = []
+    for t in items:
+        try:
+            out.append(float(t.rstrip("%")) / (100 if t.endswith("%") else 1))
+        except ValueError:
+            raise ValueError(f"{what}: {t!r} is not a number (write e.g. 0.5, 0.8, 0.9)") from None
+    return out
+
+
+def build_config(
+    *,
+    name: str,
+    model: str = "packaged",
+    model_path: str = "",
+    task: str = "demo",
+    task_path: str = "",
+    text_columns: str | Sequence[str] = "",
+    label_column: str = "label",
+    task_type: str = "classification",
+    methods: Sequence[str] = (),
+    sparsities: str = "0.5, 0.8, 0.9",
+    teacher_steps: int | None = None,
+    student_steps: int | None = None,
+    batch_size: int = 32,
+    max_length: int = 128,
+    train_subsample: int | None = None,
+    seed: int = 42,
+    analyze: bool = True,
+    extra: dict[str, Any] | None = None,
+) -> RunConfig:
+    """The RunConfig of the app's New-run form, through :meth:`RunConfig.from_dict` like the CLI.
+
+    ``model``: ``"packaged"`` (all-MiniLM-L6-v2), ``"tiny"`` or ``"path"`` (``model_path``: a hub
+    id or local folder).  ``text_columns``: a list or comma-separated text.  ``teacher_steps`` /
+    ``student_steps``, ``train_subsample``: None or 0 for the config defaults (epochs, all
+    examples).  ``extra`` is merged into the top level (e.g. ``{"training": {...}}`` sections are
+    updated key by key).  Raises ConfigError listing every problem.
+    """
+    problems: list[str] = []
+    try:
+        check_name(name)
+    except ValueError as e:
+        problems.append(f"name: {e}")
+    try:
+        grid = parse_floats(sparsities)
+    except ValueError as e:
+        problems.append(str(e))
+        grid = [0.5]  # a placeholder, so the other fields are still checked
+    if model == "path" and not model_path.strip():
+        problems.append("model: give a hub id or a local folder")
+    source = {"packaged": PACKAGED_MODEL, "tiny": TINY_MODEL}.get(model, model_path.strip())
+    cols = text_columns.split(",") if isinstance(text_columns, str) else list(text_columns)
+    task_cfg: dict[str, Any] = {"name": task, "max_length": int(max_length)}
+    if task_path.strip():
+        task_cfg["path"] = task_path.strip()
+    if task == "custom":
+        task_cfg.update(
+            text_columns=[c.strip() for c in cols if c.strip()],
+            label_column=label_column.strip() or "label",
+            task_type=task_type,
+        )
+    if train_subsample:
+        task_cfg["max_train_examples"] = int(train_subsample)
+    data: dict[str, Any] = {
+        "name": name,
+        "model": {"name_or_path": source},
+        "task": task_cfg,
+        "training": {"max_steps": int(teacher_steps) if teacher_steps else None, "batch_size": int(batch_size)},
+        "pruning": {"max_steps": int(student_steps) if student_steps else None},
+        "analysis": {"enabled": bool(analyze)},
+        "sparsities": grid,
+        "methods": list(methods),
+        "seed": int(seed),
+    }
+    for key, value in (extra or {}).items():
+        data[key] = {**data[key], **value} if isinstance(value, dict) and isinstance(data.get(key), dict) else value
+    try:
+        cfg = RunConfig.from_dict(data)
+    except ConfigError as e:
+        lines = [ln.strip().removeprefix("- ") for ln in str(e).splitlines()]
+        problems += [ln for ln in lines if ln and ln != "invalid config:" and not ln.startswith("name:")]
+        if not problems:  # only the name line, already reported
+            problems.append(str(e))
+    if problems:
+        raise ConfigError("invalid config:\n  - " + "\n  - ".join(problems))
+    return cfg
+
+
+# ----- processes ----------------------------------------------------------------------------------
+
+
+def _alive(pid: int, marker: str) -> tuple[bool, int | None]:
+    """(alive, exit code if known) of ``pid``, which must still be running a command with the
+    argument ``marker`` (the config path) so that a reused pid is not mistaken for ours."""
+    proc = _CHILDREN.get(pid)
+    if proc is not None:
+        rc = proc.poll()
+        return rc is None, rc
+    proc_dir = Path("/proc") / str(pid)
+    if Path("/proc/self").is_dir():
+        try:
+            stat = (proc_dir / "stat").read_text()
+            argv = (proc_dir / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            return False, None
+        if stat.rsplit(")", 1)[-1].split()[0] in ("Z", "X"):  # a zombie: finished
+            return False, None
+        return marker.encode() in argv, None
+    try:  # pragma: no cover - no /proc (macOS)
+        os.kill(pid, 0)
+    except ProcessLookupError:  # pragma: no cover
+        return False, None
+    except PermissionError:  # pragma: no cover
+        return True, None
+    return True, None  # pragma: no cover
+
+
+def _read_info(path: Path) -> dict[str, Any] | None:
+    import json
+
+    try:
+        info = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return info if isinstance(info, dict) and isinstance(info.get("pid"), int) else None
+
+
+def _tail(path: Path, lines: int = 20) -> str:
+    """The last ``lines`` lines of a log, progress-bar redraws (``\\r``) collapsed."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            size = f.tell()
+            f.seek(max(0, size - TAIL_BYTES))
+            text = f.read().decode("utf-8", errors="replace")
+    except OSError:
+        return ""
+    text = _ANSI.sub("", text).replace("\r\n", "\n")
+    out = [ln.rsplit("\r", 1)[-1].rstrip() for ln in text.split("\n")]
+    out = [ln for ln in out if ln.strip()]
+    return "\n".join(out[-lines:])
+
+
+def launch(folder: str | Path, config: RunConfig, *, resume: bool = False) -> LaunchStatus:
+    """Start ``kaviz run <folder>/.launch/<name>.yaml --out <folder>`` in the background.
+
+    Refuses (LaunchError) the shipped demo folder, an unsafe name, a run that already exists
+    unless ``resume`` (and a missing one with it), and a name whose launch is still running.
+    """
+    cfg = config.validate()
+    root = _root(folder)
+    paths = _paths(root, cfg.name)
+    info = _read_info(paths["json"])
+    if info is not None and _alive(info["pid"], str(paths["yaml"]))[0]:
+        raise LaunchError(f"run {cfg.name!r} is already running in the background (pid {info['pid']})")
+    exists = RunStore(root).has_run(cfg.name)
+    if exists and not resume:
+        raise LaunchError(f"run {cfg.name!r} already exists in {root}; resume it or choose another name")
+    if resume and not exists:
+        raise LaunchError(f"there is no run {cfg.name!r} in {root} to resume")
+    paths["yaml"].parent.mkdir(parents=True, exist_ok=True)
+    atomic.write_text(paths["yaml"], cfg.to_yaml())
+    cmd = [sys.executable, "-m", "kaviz.cli", "run", str(paths["yaml"]), "--out", str(root)]
+    if resume:
+        cmd.append("--resume")
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "TOKENIZERS_PARALLELISM": "false"}
+    with open(paths["log"], "wb") as log:
+        proc = Popen(
+            cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True
+        )
+    _CHILDREN[proc.pid] = proc
+    record = {"pid": proc.pid, "name": cfg.name, "command": cmd, "started": now(), "resume": resume}
+    atomic.write_json(paths["json"], record)
+    return status(root, cfg.name)
+
+
+def status(folder: str | Path, name: str) -> LaunchStatus:
+    """The state of launch ``name`` in ``folder``, read from disk; LaunchError if never launched."""
+    root = Path(folder).expanduser().resolve()
+    paths = _paths(root, name)
+    info = _read_info(paths["json"])
+    if info is None:
+        raise LaunchError(f"no run {name!r} was launched in {root}")
+    alive, rc = _alive(info["pid"], str(paths["yaml"]))
+    run_status, done, total, current = None, 0, 0, None
+    try:
+        run = RunStore(root).open_run(name)
+        run_status = run.status
+        units = run.units()
+        done, total = int((units["status"] == "done").sum()), len(units)
+        running = units.loc[units["status"] == "running", "unit"]
+        current = str(running.iloc[0]) if len(running) else None
+    except StoreError:  # not created yet, or the process failed before creating it
+        pass
+    if alive:
+        state = "starting" if run_status is None else "analyzing" if run_status == "complete" else "running"
+    elif info.get("stopped"):
+        state = "stopped"
+    elif run_status is None:
+        state = "failed"
+    elif run_status == "running":
+        state = "interrupted"
+    else:
+        state = run_status
+    return LaunchStatus(
+        name=name,
+        folder=str(root),
+        state=state,
+        alive=alive,
+        pid=info["pid"],
+        run_status=run_status,
+        units_done=done,
+        units_total=total,
+        current_unit=current if alive else None,
+        log_tail=_tail(paths["log"]),
+        started=info.get("started"),
+        resume=bool(info.get("resume")),
+        returncode=rc,
+    )
+
+
+def launches(folder: str | Path) -> list[str]:
+    """Names launched in ``folder``, most recent first."""
+    root = Path(folder).expanduser().resolve()
+    found = []
+    for p in (root / LAUNCH_DIR).glob("*.json") if (root / LAUNCH_DIR).is_dir() else []:
+        info = _read_info(p)
+        if info is not None:
+            found.append((str(info.get("started") or ""), p.stem))
+    return [n for _, n in sorted(found, reverse=True)]
+
+
+def stop(folder: str | Path, name: str, *, timeout: float = 10.0) -> LaunchStatus:
+    """SIGTERM the launch's process group (SIGKILL after ``timeout`` s), then mark what it left:
+    a run still ``running`` becomes ``interrupted`` and its running units ``failed``, so that a
+    resume redoes them.  A launch that already finished is left as it is."""
+    root = Path(folder).expanduser().resolve()
+    paths = _paths(root, name)
+    info = _read_info(paths["json"])
+    if info is None:
+        raise LaunchError(f"no run {name!r} was launched in {root}")
+    pid, marker = info["pid"], str(paths["yaml"])
+    was_alive = _alive(pid, marker)[0]
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        if not _alive(pid, marker)[0]:
+            break
+        try:
+            if os.getpgid(pid) == pid:  # its own session and group (start_new_session)
+                os.killpg(pid, sig)
+            else:  # pragma: no cover - started some other way
+                os.kill(pid, sig)
+        except ProcessLookupError:
+            break
+        deadline = time.monotonic() + timeout
+        while _alive(pid, marker)[0] and time.monotonic() < deadline:
+            time.sleep(0.05)
+    try:
+        run = RunStore(root).open_run(name)
+    except StoreError:
+        run = None
+    if run is not None and run.status == "running":
+        units = run.units()
+        for unit in units.loc[units["status"] == "running", "unit"]:
+            run.fail_unit(unit, "stopped from the app")
+        run.set_status("interrupted")
+        run.log("stopped from the app; continue with resume")
+    if was_alive:
+        atomic.write_json(paths["json"], {**info, "stopped": now()})
+    return status(root, name)

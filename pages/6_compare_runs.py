@@ -1,0 +1,128 @@
+"""Compare runs: accuracy over sparsity, knowledge per layer, score differences, configs and masks."""
+
+from pathlib import Path
+
+import streamlit as st
+
+from kaviz import compare, plots_compare, ui_data
+from pages._common import (
+    all_runs,
+    curve,
+    downloads,
+    figure,
+    leave_legacy_pages_mode,
+    mask_tables,
+    pick,
+    read,
+    run_checkpoints,
+    run_config,
+    run_knowledge,
+    run_metrics,
+    run_units,
+)
+
+st.title("Compare runs")
+leave_legacy_pages_mode()
+runs = all_runs()
+if len(runs) < 2:
+    st.info("Comparing needs at least two runs in the runs folders (see the sidebar); make another one on *New run*.")
+    st.stop()
+rows = {r["path"]: r for r in runs.to_dict("records")}
+dupes = runs["run_id"].duplicated(keep=False).set_axis(runs["path"])
+label = {p: r["run_id"] + (f" ({Path(r['folder']).name})" if dupes[p] else "") for p, r in rows.items()}
+paths = pick("Runs", list(rows), "compare_runs", many=True, default=list(rows)[:2], format_func=label.get)
+if len(paths) < 2:
+    st.info("Pick at least two runs.")
+    st.stop()
+keys = {label[p]: (rows[p]["folder"], rows[p]["run_id"], rows[p]["updated"] or "") for p in paths}
+names = list(keys)
+
+st.subheader("Accuracy vs sparsity")
+metrics = {n: read(run_metrics, *k) for n, k in keys.items()}
+present = {n: ui_data.task_metrics(m) for n, m in metrics.items()}
+options = [m for m in ui_data.TASK_METRICS if any(m in p for p in present.values())]
+curves = {}
+if not options:
+    st.info("None of these runs has a finished unit with task metrics yet.")
+else:
+    c = st.columns([2, 2, 3], vertical_alignment="bottom")
+    metric = pick("Metric", options, "compare_metric", container=c[0])
+    x = c[1].radio("Sparsity axis", ["measured", "target"], horizontal=True, key="compare_x")
+    curves = {n: read(curve, *keys[n], metric, "std") for n in names if metric in present[n]}
+    table = compare.stack(curves)
+    figure(plots_compare.accuracy_compare(table, metric, x=x), table, f"compare_{metric}_vs_sparsity", "compare_acc")
+
+st.subheader("Knowledge per layer")
+knowledge = {n: read(run_knowledge, *k) for n, k in keys.items()}
+kmetrics, ksparsities = compare.knowledge_options(knowledge)
+if not kmetrics or not ksparsities:
+    st.info("None of these runs has knowledge tables of pruned students yet (`kaviz analyze RUN` computes them).")
+else:
+    c = st.columns(3, vertical_alignment="bottom")
+    kmetric = pick(
+        "Metric",
+        kmetrics,
+        "compare_kmetric",
+        container=c[0],
+        index=kmetrics.index("linear_cka") if "linear_cka" in kmetrics else 0,
+    )
+    ref = c[1].radio("Against", ["finetuned", "pretrained"], horizontal=True, key="compare_reference")
+    ks = pick(
+        "Target sparsity",
+        ksparsities,
+        "compare_ksparsity",
+        container=c[2],
+        index=len(ksparsities) - 1,
+        format_func=lambda s: f"{100 * s:g}%",
+    )
+    kcurves = compare.knowledge_curves(knowledge, kmetric, ref, ks)
+    if kcurves.empty:
+        st.info(f"No {kmetric} rows against the {ref} model at {100 * ks:g}% in these runs.")
+    else:
+        fig = plots_compare.knowledge_compare(kcurves, kmetric, ref)
+        figure(fig, kcurves, f"compare_{kmetric}_{ref}_s{ks:g}", "compare_knowledge")
+
+st.subheader("Two runs side by side")
+c = st.columns(2)
+run_a = pick("Run A", names, "compare_a", container=c[0], index=0)
+run_b = pick("Run B", names, "compare_b", container=c[1], index=1)
+if run_a == run_b:
+    st.info("Pick two different runs as A and B.")
+elif run_a in curves and run_b in curves:
+    diff = compare.score_difference(curves[run_a], curves[run_b], (run_a, run_b))
+    if diff.empty:
+        st.info("The two runs share no (method, sparsity) point.")
+    else:
+        fig = plots_compare.difference_heatmap(diff, (run_a, run_b), metric)
+        figure(fig, diff, f"compare_{metric}_difference", "compare_diff")
+elif curves:
+    st.info(f"Run {run_a if run_a not in curves else run_b} has no {metric} yet.")
+
+st.markdown("**Config differences**")
+configs = compare.config_table({n: read(run_config, *k) for n, k in keys.items()})
+st.dataframe(configs, hide_index=True)
+downloads(configs, "compare_config_diff", "compare_config")
+
+st.markdown("**Mask overlap**")
+if run_a != run_b:
+    ka, kb = keys[run_a], keys[run_b]
+    pairs = compare.matching_units(read(run_units, *ka), read(run_units, *kb))
+    pairs = pairs[pairs["unit_a"].isin(read(run_checkpoints, *ka)) & pairs["unit_b"].isin(read(run_checkpoints, *kb))]
+    if pairs.empty:
+        st.info("No method and sparsity with checkpoints in both runs (runs copied without weights have tables only).")
+    else:
+        pairs = pairs.reset_index(drop=True)
+        text = [f"{r.method} at {100 * r.sparsity:g}% (seed {r.seed})" for r in pairs.itertuples()]
+        i = pick("Student", list(range(len(pairs))), "compare_mask_pair", format_func=text.__getitem__)
+        try:
+            overlap, heads = mask_tables(ka, pairs["unit_a"][i], kb, pairs["unit_b"][i])
+        except ValueError as e:
+            st.info(f"No mask overlap for these students: {e}")
+        else:
+            title = f"kept-weight overlap (Jaccard), {text[i]}: {run_a} vs {run_b}"
+            figure(plots_compare.mask_overlap_heatmap(overlap, title), overlap, "compare_mask_overlap", "compare_mask")
+            st.caption(
+                "Jaccard: of the weights either student keeps, the fraction both keep. Below: the share of each head's Q/K/V weights that survived."
+            )
+            fig = plots_compare.surviving_heads_heatmap(heads, {"a": run_a, "b": run_b})
+            figure(fig, heads, "compare_surviving_heads", "compare_heads")

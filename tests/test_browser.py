@@ -1,0 +1,130 @@
+"""The real app in a real browser: `streamlit run app.py` on hand-made runs, every page visited in
+headless Chromium, none showing an exception or an error.
+
+Needs ``/usr/bin/chromium`` (``apt-get install -y chromium``) and the ``playwright`` package; skipped
+otherwise.  ``KAVIZ_SCREENSHOTS=1`` saves a screenshot per page to ``docs/screenshots/`` (else to the
+test's temporary folder).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from tests.test_app_compare_newrun import RUNS, make_run
+
+ROOT = Path(__file__).resolve().parent.parent
+APP = "app.py"
+CHROMIUM = Path("/usr/bin/chromium")
+ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update"]
+ARGS += ["--disable-sync", "--no-first-run"]
+#: Pages that draw at least one chart on the fixture runs.
+WITH_CHARTS = {"overview", "accuracy_vs_sparsity", "compare_runs"}
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.skipif(not CHROMIUM.exists(), reason=f"{CHROMIUM} not found: apt-get install -y chromium"),
+]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_healthy(url: str, proc: subprocess.Popen, timeout: float = 40.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(f"streamlit exited with {proc.returncode}")
+        try:
+            with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as r:
+                if r.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.3)
+    raise AssertionError(f"streamlit did not answer on {url} within {timeout}s")
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    runs = tmp_path_factory.mktemp("runs")
+    for name in RUNS:
+        make_run(runs, name)
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    env = {**os.environ, "KAVIZ_RUNS": str(runs), "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+    cmd = [sys.executable, "-m", "streamlit", "run", APP, "--server.headless", "true"]
+    cmd += ["--server.port", str(port), "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false"]
+    cmd += ["--server.fileWatcherType", "none"]
+    log = tmp_path_factory.mktemp("log") / "streamlit.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        wait_healthy(url, proc)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def settle(page, charts: bool, timeout: float = 45.0) -> None:
+    """Wait until the script has finished (no running indicator for a while) and, where the page
+    draws charts, one has rendered."""
+    page.wait_for_selector("h1", timeout=timeout * 1000)
+    if charts:
+        page.wait_for_selector(".js-plotly-plot", timeout=timeout * 1000)
+    deadline, quiet_since = time.monotonic() + timeout, None
+    running = '[data-testid="stStatusWidget"] >> text=/Running|Stop/'
+    while time.monotonic() < deadline:
+        busy = page.locator(running).count() or page.locator('[data-testid="stSpinner"]').count()
+        if busy:
+            quiet_since = None
+        elif quiet_since is None:
+            quiet_since = time.monotonic()
+        elif time.monotonic() - quiet_since > 1.0:
+            return
+        page.wait_for_timeout(200)
+    raise AssertionError(f"{page.url} still running after {timeout}s")
+
+
+def test_every_page_renders(server, tmp_path):
+    sync_api = pytest.importorskip("playwright.sync_api")
+    shots = ROOT / "docs" / "screenshots" if os.environ.get("KAVIZ_SCREENSHOTS") == "1" else tmp_path
+    shots.mkdir(parents=True, exist_ok=True)
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            page.goto(server)
+            settle(page, charts=True)
+            links = page.locator('[data-testid="stSidebarNavLink"]')
+            hrefs = [links.nth(i).get_attribute("href") for i in range(links.count())]
+            names = [h.rstrip("/").rsplit("/", 1)[-1] if h.rstrip("/") != server else "overview" for h in hrefs]
+            assert {"overview", "compare_runs", "new_run"} <= set(names), hrefs
+            seen = {}
+            for name, href in zip(names, hrefs):
+                page.goto(href)
+                settle(page, charts=name in WITH_CHARTS)
+                assert not page.locator('[data-testid="stException"]').count(), f"{name}: exception"
+                errors = page.locator('[data-testid="stAlertContentError"]')
+                assert not errors.count(), f"{name}: {errors.first.inner_text()}"
+                seen[name] = (page.locator("h1").first.inner_text(), page.locator(".js-plotly-plot").count())
+                page.screenshot(path=str(shots / f"{name}.png"))
+            assert seen["compare_runs"][0] == "Compare runs" and seen["new_run"][0] == "New run"
+            assert seen["compare_runs"][1] == 5  # accuracy, knowledge, difference, mask overlap, heads
+        finally:
+            browser.close()

@@ -1,0 +1,201 @@
+"""kaviz.launcher: background `kaviz run` processes, their status from disk, stop, and refusals."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+from kaviz import launcher
+from kaviz.config import ConfigError, RunConfig
+from kaviz.store import RunStore
+from kaviz.ui_data import DEMO_RUNS
+from tests.test_pipeline import tiny_config
+
+
+def small_config(name: str, **over) -> RunConfig:
+    """Three units (pre-trained, teacher, one one-shot student), no analysis: seconds on one thread."""
+    return tiny_config(name=name, methods=["oneshot-magnitude"], sparsities=[0.5], analysis={"enabled": False}, **over)
+
+
+def wait_for(check, timeout: float = 120.0, every: float = 0.1):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(every)
+    raise AssertionError(f"timed out after {timeout}s")
+
+
+def gone(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    return (
+        Path(f"/proc/{pid}/stat").is_file()
+        and Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    )
+
+
+@pytest.fixture
+def cleanup():
+    """Stop whatever a test launched, even when it fails."""
+    started: list[tuple[Path, str]] = []
+    yield started
+    for folder, name in started:
+        launcher.stop(folder, name, timeout=5)
+
+
+def test_launch_completes_in_the_background(tmp_path, cleanup):
+    folder = tmp_path / "runs"
+    cleanup.append((folder, "bg"))
+    first = launcher.launch(folder, small_config("bg"))
+    assert first.alive and first.state in ("starting", "running") and first.pid
+    # the config file is written inside the folder and is the RunConfig the CLI loads
+    yaml_path = folder / ".launch" / "bg.yaml"
+    assert yaml_path.resolve().parent.parent == folder.resolve()
+    assert RunConfig.load(yaml_path) == small_config("bg")
+    assert launcher.launches(folder) == ["bg"]
+    with pytest.raises(launcher.LaunchError, match="already running"):
+        launcher.launch(folder, small_config("bg"))
+    running = wait_for(lambda: (s := launcher.status(folder, "bg")).run_status and s)
+    assert running.units_total == 3
+    assert running.state == "running" or not running.alive
+    final = wait_for(lambda: (s := launcher.status(folder, "bg")) and not s.alive and s)
+    assert final.state == "complete" and final.returncode == 0
+    assert (final.units_done, final.units_total, final.fraction) == (3, 3, 1.0)
+    assert "complete" in final.log_tail and "\r" not in final.log_tail and "\x1b" not in final.log_tail
+    run = RunStore(folder).open_run("bg")
+    assert run.status == "complete" and (run.units()["status"] == "done").all()
+    assert list(RunStore(folder).list_runs()["run_id"]) == ["bg"]  # .launch is not a run
+    with pytest.raises(launcher.LaunchError, match="already exists"):
+        launcher.launch(folder, small_config("bg"))
+
+
+def test_stop_ends_the_process_group(tmp_path, cleanup):
+    folder = tmp_path / "runs"
+    cleanup.append((folder, "long"))
+    cfg = small_config("long", training={"max_steps": 100_000, "batch_size": 16, "num_threads": 1})
+    started = launcher.launch(folder, cfg)
+    wait_for(lambda: launcher.status(folder, "long").current_unit == "finetuned")
+    assert launcher.status(folder, "long").state == "running"
+    stopped = launcher.stop(folder, "long")
+    assert gone(started.pid)
+    assert stopped.state == "stopped" and not stopped.alive
+    run = RunStore(folder).open_run("long")
+    assert run.status == "interrupted"
+    units = run.units().set_index("unit")
+    assert units.loc["finetuned", "status"] == "failed" and units.loc["finetuned", "error"] == "stopped from the app"
+    assert launcher.stop(folder, "long").state == "stopped"  # stopping twice is harmless
+
+
+@pytest.mark.parametrize("name", ["../x", "/abs", "..", "a/b", ".hidden", ""])
+def test_hostile_names_are_refused(tmp_path, name):
+    folder = tmp_path / "runs"
+    with pytest.raises(ValueError):
+        launcher.launch(folder, RunConfig(name=name))  # a config built without from_dict's checks
+    for fn in (launcher.status, launcher.stop):
+        with pytest.raises(launcher.LaunchError):
+            fn(folder, name)
+    with pytest.raises(ConfigError, match="name"):
+        launcher.build_config(name=name, methods=["oneshot-magnitude"])
+    assert not folder.exists() and not (tmp_path / "x").exists()
+
+
+def test_launch_dir_linked_outside_is_refused(tmp_path):
+    folder, outside = tmp_path / "runs", tmp_path / "elsewhere"
+    folder.mkdir()
+    outside.mkdir()
+    (folder / ".launch").symlink_to(outside)
+    with pytest.raises(launcher.LaunchError, match="outside the runs folder"):
+        launcher.launch(folder, small_config("x"))
+    assert not list(outside.iterdir())
+
+
+def test_shipped_demo_folder_is_refused(tmp_path):
+    with pytest.raises(launcher.LaunchError, match="shipped"):
+        launcher.launch(DEMO_RUNS, small_config("x"))
+    assert not (DEMO_RUNS / ".launch").exists()
+
+
+def test_status_of_a_name_never_launched(tmp_path):
+    with pytest.raises(launcher.LaunchError, match="no run 'nope' was launched"):
+        launcher.status(tmp_path, "nope")
+    assert launcher.launches(tmp_path) == []
+
+
+def test_user_runs_folder(tmp_path):
+    assert launcher.user_runs_folder(None, cwd=tmp_path) == (tmp_path / "runs").resolve()
+    assert launcher.user_runs_folder(str(DEMO_RUNS), cwd=tmp_path) == (tmp_path / "runs").resolve()
+    env = f"{DEMO_RUNS}, mine ,other"
+    assert launcher.user_runs_folder(env, cwd=tmp_path) == (tmp_path / "mine").resolve()
+
+
+def test_build_config_is_the_cli_config():
+    cfg = launcher.build_config(
+        name="n1",
+        model="tiny",
+        task="custom",
+        task_path="data.csv",
+        text_columns="premise, hypothesis",
+        label_column="y",
+        methods=["knowledge-aware"],
+        sparsities="0.5, 90%",
+        teacher_steps=10,
+        student_steps=5,
+        batch_size=8,
+        max_length=64,
+        train_subsample=100,
+        seed=3,
+        analyze=False,
+    )
+    assert cfg == RunConfig.from_dict(
+        {
+            "name": "n1",
+            "model": {"name_or_path": "tiny"},
+            "task": {
+                "name": "custom",
+                "path": "data.csv",
+                "text_columns": ["premise", "hypothesis"],
+                "label_column": "y",
+                "max_length": 64,
+                "max_train_examples": 100,
+            },
+            "training": {"max_steps": 10, "batch_size": 8},
+            "pruning": {"max_steps": 5},
+            "analysis": {"enabled": False},
+            "sparsities": [0.5, 0.9],
+            "methods": ["knowledge-aware"],
+            "seed": 3,
+        }
+    )
+
+
+@pytest.mark.parametrize(
+    "kw, reason",
+    [
+        ({"sparsities": "0.5, 1.5"}, "sparsities: 1.5 is outside (0, 1)"),
+        ({"sparsities": "0.5, lots"}, "sparsities: 'lots' is not a number"),
+        ({"methods": []}, "methods: give at least one method"),
+        ({"task": "custom", "task_path": "d.csv"}, "task.text_columns: a custom task needs one or two text columns"),
+        ({"model": "path"}, "model: give a hub id or a local folder"),
+    ],
+)
+def test_build_config_problems(kw, reason):
+    with pytest.raises(ConfigError) as e:
+        launcher.build_config(**{"name": "ok", "methods": ["oneshot-magnitude"], **kw})
+    assert reason in str(e.value)
+
+
+def test_log_tail_collapses_progress_bars(tmp_path):
+    log = tmp_path / "x.log"
+    log.write_bytes(
+        b"start a\nbar 10%\rbar 50%\rbar 100%\n\x1b[Adone a\n\n" + b"\n".join(b"l%d" % i for i in range(30))
+    )
+    tail = launcher._tail(log, lines=3)
+    assert tail == "l27\nl28\nl29"
+    assert launcher._tail(log, lines=33).splitlines()[:3] == ["start a", "bar 100%", "done a"]
