@@ -40,3 +40,19 @@ def batch():
     mask[1, 6:] = 0
     mask[2, 4:] = 0
     return {"input_ids": ids, "attention_mask": mask, "labels": torch.tensor([0, 1, 1])}
+
+
+@pytest.fixture
+def store(tmp_path):
+    """An empty run store (RunStore) in a temporary folder."""
+    from kaviz.store import RunStore
+
+    return RunStore(tmp_path / "runs")
+
+
+@pytest.fixture
+def run(store):
+    """A fresh run with the standard test config and unit plan (tests/helpers.py)."""
+    from tests.helpers import store_config, store_units
+
+    return store.create_run(store_config(), units=store_units())

@@ -6,33 +6,10 @@ import json
 
 import pytest
 
-from kaviz.config import RunConfig
 from kaviz.manifest import SCHEMA_VERSION, StoreError, unit_id
-from kaviz.store import RunStore
+from tests.helpers import store_config, store_units
 
-
-def _config(name: str = "r1", **kw) -> dict:
-    return RunConfig(name=name, methods=["knowledge-aware", "oneshot-magnitude"], sparsities=[0.5, 0.9], **kw).to_dict()
-
-
-def _units(methods=("knowledge-aware",), sparsities=(0.5, 0.9), seeds=(42,)) -> list[dict]:
-    out = [{"unit": "pretrained", "stage": "pretrained"}, {"unit": "finetuned", "stage": "finetuned"}]
-    for m in methods:
-        for s in sparsities:
-            for seed in seeds:
-                uid = unit_id("pruned", m, s, seed)
-                out.append({"unit": uid, "stage": "pruned", "method": m, "sparsity": s, "seed": seed})
-    return out
-
-
-@pytest.fixture
-def store(tmp_path):
-    return RunStore(tmp_path / "runs")
-
-
-@pytest.fixture
-def run(store):
-    return store.create_run(_config(), units=_units())
+_config, _units = store_config, store_units
 
 
 # ----- unit ids -----------------------------------------------------------------------------------

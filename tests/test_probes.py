@@ -4,6 +4,7 @@ BERTs, each against an independent reference."""
 from __future__ import annotations
 
 import math
+import os
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +16,9 @@ from scipy.stats import spearmanr
 from kaviz import probes
 from kaviz.probes import general_knowledge, has_mlm_head, linear_probe, mlm_loss, sts_pairs, sts_spearman
 
-STSB = Path("/work/shared/data/glue/STS-B")
+STSB = (
+    Path(os.environ.get("KAVIZ_GLUE_DIR", Path(__file__).resolve().parents[2] / "shared" / "data" / "glue")) / "STS-B"
+)
 TEXTS = [
     "the film was a delight from start to finish",
     "a slow and tedious story",

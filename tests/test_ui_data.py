@@ -12,34 +12,12 @@ import pytest
 from kaviz import ui_data
 from kaviz.config import RunConfig
 from kaviz.store import RunStore
-
-
-def metric_rows(stage, method, sparsity, seed, values: dict[str, float]) -> list[dict]:
-    unit = stage if stage != "pruned" else f"pruned_{method}_s{sparsity:g}_seed{seed}"
-    return [
-        {"run": "r", "stage": stage, "method": method, "sparsity": sparsity, "seed": seed, "unit": unit}
-        | {"metric": k, "value": v}
-        for k, v in values.items()
-    ]
+from tests.helpers import metric_rows, sample_metrics  # noqa: F401
 
 
 @pytest.fixture
 def metrics() -> pd.DataFrame:
-    """Teacher 0.9, pre-trained 0.5; oneshot at 0.5 (one seed) and 0.9 (two seeds: 0.6, 0.7);
-    small-dense at 0.5 and 0.9; measured sparsity = target - 0.01."""
-    rows = metric_rows("pretrained", "pretrained", 0.0, 1, {"score": 0.5, "f1": 0.4, "encoder_sparsity": 0.0})
-    rows += metric_rows("finetuned", "finetuned", 0.0, 1, {"score": 0.9, "f1": 0.8, "encoder_sparsity": 0.0})
-    for method, s, seed, score in [
-        ("oneshot-magnitude", 0.5, 1, 0.8),
-        ("oneshot-magnitude", 0.9, 1, 0.6),
-        ("oneshot-magnitude", 0.9, 2, 0.7),
-        ("small-dense", 0.5, 1, 0.85),
-        ("small-dense", 0.9, 1, 0.75),
-    ]:
-        rows += metric_rows(
-            "pruned", method, s, seed, {"score": score, "f1": score - 0.1, "encoder_sparsity": s - 0.01}
-        )
-    return pd.DataFrame(rows)
+    return sample_metrics()
 
 
 def test_sparsity_curve_table(metrics):
