@@ -1,0 +1,208 @@
+"""Cold and warm render time of every page of the app, measured in a real browser.
+
+    python benchmarks/bench_app.py [--runs 50] [--revisits 3]
+
+Builds a store of ``--runs`` hand-made runs (the fixture runs of ``tests/test_browser.py``, built
+with the store API, knowledge tables included, names and scores varied) in a temporary folder,
+starts ``streamlit run app.py`` headless on a free localhost port with ``KAVIZ_RUNS`` pointing at
+it, and opens headless Chromium (Debian's /usr/bin/chromium) through playwright.  For each page of
+the sidebar navigation, *cold* is the first visit after the server started and *warm* the mean of
+``--revisits`` later visits; a visit is timed from ``page.goto`` until the page is settled (title
+shown, a chart rendered where the page draws one, no running indicator or spinner).  The quiet
+period that confirms "settled" is not counted.
+
+Baseline, in the same run: a trivial one-line streamlit script (a title) served by a second
+streamlit server and timed the same way, so that page figures can be read as ratios.  Targets:
+warm < 1.5 s, cold < 5 s.  Always exits 0: this is a benchmark, not a test.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # quiet checkpoint saving while building runs
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+
+from tests import test_app_compare_newrun as fixture  # noqa: E402
+from tests.test_browser import ARGS, CHROMIUM, WITH_CHARTS, free_port, wait_healthy  # noqa: E402
+
+WARM_TARGET = 1.5
+COLD_TARGET = 5.0
+QUIET = 1.0
+RUNNING = '[data-testid="stStatusWidget"] >> text=/Running|Stop/'
+
+
+def build_runs(root: Path, n: int) -> None:
+    """``n`` runs like the browser test's ``a`` and ``b``, with varied names, scores and configs."""
+    rng = random.Random(0)
+    for i in range(n):
+        name = f"run{i:03d}"
+        teacher = round(rng.uniform(0.75, 0.95), 3)
+        drop = {m: round(rng.uniform(0.05, 0.5), 3) for m in fixture.METHODS}
+        over = {"training": {"max_steps": 100 * (1 + i % 4)}}
+        if i % 3 == 0:
+            over["pruning"] = {"learning_rate": 1e-4}
+        fixture.RUNS[name] = (teacher, drop, over)
+        fixture.make_run(root, name)
+
+
+def start_server(script: str, cwd: Path, runs: Path, log: Path) -> tuple[subprocess.Popen, str]:
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    env = {**os.environ, "KAVIZ_RUNS": str(runs), "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+    cmd = [sys.executable, "-m", "streamlit", "run", script, "--server.headless", "true"]
+    cmd += ["--server.port", str(port), "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false"]
+    cmd += ["--server.fileWatcherType", "none"]
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    wait_healthy(url, proc, timeout=90)
+    return proc, url
+
+
+def stop_server(proc: subprocess.Popen) -> None:
+    proc.terminate()
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+def timed_visit(page, url: str, charts: bool, timeout: float = 120.0) -> tuple[float, str]:
+    """Seconds from ``page.goto(url)`` until settled (like ``tests.test_browser.settle``, but the
+    quiet second that confirms it is not counted), and a note (exception / error / timeout)."""
+    t0 = time.monotonic()
+    page.goto(url)
+    page.wait_for_selector("h1", timeout=timeout * 1000)
+    if charts:
+        page.wait_for_selector(".js-plotly-plot", timeout=timeout * 1000)
+    deadline, quiet_since = t0 + timeout, None
+    while time.monotonic() < deadline:
+        busy = page.locator(RUNNING).count() or page.locator('[data-testid="stSpinner"]').count()
+        now = time.monotonic()
+        if busy:
+            quiet_since = None
+        elif quiet_since is None:
+            quiet_since = now
+        elif now - quiet_since > QUIET:
+            break
+        page.wait_for_timeout(50)
+    else:
+        return time.monotonic() - t0, "timeout"
+    note = ""
+    if page.locator('[data-testid="stException"]').count():
+        note = "exception"
+    elif page.locator('[data-testid="stAlertContentError"]').count():
+        note = "error"
+    return quiet_since - t0, note
+
+
+def measure(page, targets: list[tuple[str, str, bool]], revisits: int) -> dict[str, tuple[float, float, str]]:
+    """Cold visit of every target in order, then ``revisits`` rounds over all of them (warm)."""
+    cold: dict[str, tuple[float, str]] = {}
+    for name, url, charts in targets:
+        try:
+            cold[name] = timed_visit(page, url, charts)
+        except Exception as e:  # a benchmark reports, it does not stop
+            cold[name] = (float("nan"), f"failed: {type(e).__name__}")
+    warm: dict[str, list[float]] = {name: [] for name, _, _ in targets}
+    notes = {name: note for name, (_, note) in cold.items()}
+    for _ in range(revisits):
+        for name, url, charts in targets:
+            try:
+                t, note = timed_visit(page, url, charts)
+            except Exception as e:
+                t, note = float("nan"), f"failed: {type(e).__name__}"
+            warm[name].append(t)
+            notes[name] = notes[name] or note
+    return {name: (cold[name][0], sum(warm[name]) / len(warm[name]), notes[name]) for name, _, _ in targets}
+
+
+def verdict(value: float, target: float) -> str:
+    return "PASS" if value < target else "FAIL"  # NaN (failed visit) compares False: FAIL
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=50, help="runs in the generated store (default 50)")
+    parser.add_argument("--revisits", type=int, default=3, help="warm visits per page (default 3)")
+    args = parser.parse_args(argv)
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        print("playwright is not installed (pip install playwright)")
+        return 0
+    if not CHROMIUM.exists():
+        print(f"{CHROMIUM} not found: apt-get install -y chromium")
+        return 0
+
+    with tempfile.TemporaryDirectory(prefix="kaviz-bench-app-") as tmp:
+        tmp = Path(tmp)
+        runs = tmp / "runs"
+        t0 = time.monotonic()
+        build_runs(runs, args.runs)
+        print(f"built {args.runs} runs in {time.monotonic() - t0:.1f} s ({runs})")
+        trivial = tmp / "trivial"
+        trivial.mkdir()
+        (trivial / "baseline.py").write_text('import streamlit as st\n\nst.title("Baseline")\n')
+
+        procs = []
+        try:
+            proc, url = start_server("app.py", ROOT, runs, tmp / "app.log")
+            procs.append(proc)
+            bproc, burl = start_server("baseline.py", trivial, runs, tmp / "baseline.log")
+            procs.append(bproc)
+            with sync_playwright() as p:
+                browser = p.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
+                try:
+                    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+                    base = measure(page, [("baseline", burl, False)], args.revisits)["baseline"]
+                    # The first visit of the app's root is the overview's cold visit.
+                    first = timed_visit(page, url, charts=True)
+                    links = page.locator('[data-testid="stSidebarNavLink"]')
+                    hrefs = [links.nth(i).get_attribute("href") for i in range(links.count())]
+                    targets = []
+                    for href in hrefs:
+                        name = href.rstrip("/").rsplit("/", 1)[-1] if href.rstrip("/") != url else "overview"
+                        targets.append((name, href, name in WITH_CHARTS))
+                    rest = measure(page, [t for t in targets if t[0] != "overview"], args.revisits)
+                    over = measure(page, [t for t in targets if t[0] == "overview"], args.revisits)["overview"]
+                    results = {"overview": (first[0], over[1], first[1] or over[2]), **rest}
+                finally:
+                    browser.close()
+        except Exception as e:
+            print(f"benchmark failed: {type(e).__name__}: {e}")
+            for log in ("app.log", "baseline.log"):
+                if (tmp / log).exists():
+                    print(f"--- {log} (tail)\n" + (tmp / log).read_text(errors="replace")[-2000:])
+            return 0
+        finally:
+            for proc in procs:
+                stop_server(proc)
+
+    b_cold, b_warm, _ = base
+    print(f"\nstore: {args.runs} runs; warm = mean of {args.revisits} revisits; Chromium headless")
+    print(f"targets: warm < {WARM_TARGET} s, cold < {COLD_TARGET} s; ratios are page / baseline of the same kind")
+    header = f"{'page':<22} {'cold s':>7} {'':4} {'warm s':>7} {'':4} {'cold/base':>9} {'warm/base':>9}  note"
+    print(header)
+    print("-" * len(header))
+    print(f"{'baseline (trivial)':<22} {b_cold:>7.2f} {'':4} {b_warm:>7.2f} {'':4} {1:>9.1f} {1:>9.1f}".rstrip())
+    for name, (cold, warm, note) in results.items():
+        print(
+            f"{name:<22} {cold:>7.2f} {verdict(cold, COLD_TARGET):4} {warm:>7.2f} {verdict(warm, WARM_TARGET):4} "
+            f"{cold / b_cold:>9.1f} {warm / b_warm:>9.1f}  {note}".rstrip()
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
