@@ -12,7 +12,7 @@ from pathlib import Path
 import streamlit as st
 
 from kaviz import ui_data
-from pages._common import EXTRA_FOLDERS, RUN, init_state
+from pages._common import EXTRA_FOLDERS, RUN, RUNS_LISTING, init_state
 
 st.set_page_config(page_title="kaviz", page_icon=":material/content_cut:", layout="wide")
 init_state()
@@ -38,6 +38,7 @@ def add_folder() -> None:
 def sidebar() -> None:
     folders = ui_data.folders_from_environ(st.session_state[EXTRA_FOLDERS])
     runs = ui_data.list_runs(folders)  # manifests are re-read each rerun; their "updated" keys the caches
+    st.session_state[RUNS_LISTING] = runs  # pages reuse this rerun's listing instead of re-reading manifests
     readable = runs[runs["status"] != "unreadable"]
     with st.sidebar:
         st.header("Run")

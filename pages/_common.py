@@ -17,6 +17,7 @@ from kaviz.store import RunStore, StoreError
 #: Session-state keys shared across pages, with their initial values (set once in app.py).
 RUN = "kaviz_run"  # the selected run: {"folder", "run_id", "updated", "status"} or None
 EXTRA_FOLDERS = "kaviz_extra_folders"  # runs folders the user added in the sidebar
+RUNS_LISTING = "kaviz_runs_listing"  # the sidebar's run listing of the current rerun (pages reuse it)
 STATE_DEFAULTS = {RUN: None, EXTRA_FOLDERS: []}
 
 EMPTY_MESSAGE = (
@@ -247,7 +248,9 @@ def token_attributions(folder: str, run_id: str, updated: str, teacher: str, uni
 
 def all_runs() -> pd.DataFrame:
     """The readable runs in every runs folder (the sidebar's listing), newest first."""
-    runs = ui_data.list_runs(ui_data.folders_from_environ(st.session_state.get(EXTRA_FOLDERS, [])))
+    runs = st.session_state.get(RUNS_LISTING)  # set by app.py's sidebar earlier in this rerun
+    if runs is None:
+        runs = ui_data.list_runs(ui_data.folders_from_environ(st.session_state.get(EXTRA_FOLDERS, [])))
     return runs[runs["status"] != "unreadable"].reset_index(drop=True)
 
 
