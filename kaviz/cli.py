@@ -54,7 +54,7 @@ def demo_config(tiny: bool = False, name: str | None = None) -> RunConfig:
             "training": {"max_steps": 150, "batch_size": 32, "learning_rate": 5e-5},
             "pruning": {"max_steps": 60, "learning_rate": 1e-4, "mask_updates": 30, "ramp_end": 0.8},
             "sparsities": [0.5, 0.7, 0.9],
-            "analysis": {"probe_size": 128, "attribution_examples": 8, "ig_steps": 16},
+            "analysis": {"probe_size": 96, "attribution_examples": 4, "ig_steps": 8},
         }
     return RunConfig.from_dict(data)
 
