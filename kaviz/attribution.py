@@ -10,7 +10,6 @@ in :data:`ATTRIBUTION_METHODS` touch Captum. :func:`agreement` compares two mode
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from contextlib import contextmanager
 from typing import Any, Literal, NamedTuple
 
 import numpy as np
@@ -18,6 +17,7 @@ import pandas as pd
 import torch
 from torch import nn
 
+from kaviz.models import eval_mode
 from kaviz.structure import base_model
 
 Texts = Sequence[str] | Sequence[tuple[str, str]]
@@ -132,17 +132,6 @@ def _boundary_ids(tokenizer: Any) -> list[int]:
     return sorted({i for i in (getattr(tokenizer, a, None) for a in names) if i is not None})
 
 
-@contextmanager
-def _eval(model: nn.Module):
-    """Eval mode (no dropout) for the block, then the model's own mode back."""
-    was_training = model.training
-    model.eval()
-    try:
-        yield model
-    finally:
-        model.train(was_training)
-
-
 def _logits(model: nn.Module, batch: Inputs) -> torch.Tensor:
     with torch.no_grad():
         return model(**batch).logits  # (n, C)
@@ -223,7 +212,7 @@ def token_attributions(
         per_example = torch.as_tensor(target).flatten()
         if per_example.numel() != n:
             raise ValueError(f"target has {per_example.numel()} entries for {n} examples; give one or one per example")
-    with _eval(model):
+    with eval_mode(model):
         for start in range(0, n, batch_size):
             batch = {k: v[start : start + batch_size].to(device) for k, v in enc.items()}
             t = _targets(
@@ -296,7 +285,7 @@ def attribution_table(
     attributions explain the same logit.
     """
     enc = encode_texts(tokenizer, texts)
-    with _eval(teacher):
+    with eval_mode(teacher):
         logits = _logits(teacher, {k_: v.to(next(teacher.parameters()).device) for k_, v in enc.items()})
     t = _targets(target, logits).cpu()
     n_student = getattr(student.config, "num_labels", None)

@@ -119,20 +119,30 @@ class DistillConfig:
 
 @dataclass
 class AnalysisConfig:
-    enabled: bool = _help("Compute the knowledge tables at the end of `kaviz run` (else run `kaviz analyze`).", default=True)
+    enabled: bool = _help(
+        "Compute the knowledge tables at the end of `kaviz run` (else run `kaviz analyze`).", default=True
+    )
     probe_size: int = _help("Dev examples in the fixed probe set every model is captured on.", default=256)
     probe_seed: int = _help("Seed that draws the probe set.", default=0)
     batch_size: int = _help("Batch size of the capture forward passes.", default=32)
-    features: Literal["cls", "mean"] = _help("Sentence features for CKA and probes: [CLS] vector or mean over tokens.", default="mean")
-    cka_kinds: list[str] = _help("Representation metrics per layer (kaviz.similarity registry names).",
-                                 default_factory=lambda: ["linear_cka", "rbf_cka"])
-    attribution_examples: int = _help("Probe examples explained with Integrated Gradients (0 = skip attribution).", default=16)
+    features: Literal["cls", "mean"] = _help(
+        "Sentence features for CKA and probes: [CLS] vector or mean over tokens.", default="mean"
+    )
+    cka_kinds: list[str] = _help(
+        "Representation metrics per layer (kaviz.similarity registry names).",
+        default_factory=lambda: ["linear_cka", "rbf_cka"],
+    )
+    attribution_examples: int = _help(
+        "Probe examples explained with Integrated Gradients (0 = skip attribution).", default=16
+    )
     ig_steps: int = _help("Integrated-Gradients steps per example.", default=16)
     general_probe: Literal["auto", "mlm", "sts", "none"] = _help(
         "General-knowledge probe: masked-LM loss if the model has an MLM head, else STS-B-style Spearman ('auto').",
         default="auto",
     )
-    sts_path: str | None = _help("Local GLUE STS-B folder for the STS probe; unset uses a built-in generated set.", default=None)
+    sts_path: str | None = _help(
+        "Local GLUE STS-B folder for the STS probe; unset uses a built-in generated set.", default=None
+    )
     float16: bool = _help("Keep captured activations in float16 (halves memory).", default=False)
 
 

@@ -11,6 +11,8 @@ from __future__ import annotations
 import copy
 import math
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -228,6 +230,17 @@ def small_dense_student(
         new[name] = _slice_like(src[src_name], tensor.shape, d["heads"], rows_h, cols_h)
     student.load_state_dict(new)
     return student, lmap
+
+
+@contextmanager
+def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
+    """Eval mode (no dropout) for the block, then the model's own mode back: callers' models are not changed."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield model
+    finally:
+        model.train(was_training)
 
 
 def pick_device(name: str = "auto") -> torch.device:

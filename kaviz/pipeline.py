@@ -271,5 +271,14 @@ def summary_table(run: Run) -> pd.DataFrame:
     wide = df.pivot_table(index="unit", columns="metric", values="value", aggfunc="first")
     keys = run.units().set_index("unit")[["stage", "method", "sparsity", "seed"]]
     wide = keys.join(wide, how="inner").reset_index(drop=True)
-    cols = ["stage", "method", "sparsity", "seed", "score", "encoder_sparsity", "nonzero_encoder_params", "train_seconds"]
+    cols = [
+        "stage",
+        "method",
+        "sparsity",
+        "seed",
+        "score",
+        "encoder_sparsity",
+        "nonzero_encoder_params",
+        "train_seconds",
+    ]
     return wide[[c for c in cols if c in wide.columns]]

@@ -15,7 +15,6 @@ from __future__ import annotations
 import csv
 import random
 from collections.abc import Callable, Sequence
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +23,7 @@ import pandas as pd
 import torch
 from torch import nn
 
+from kaviz.models import eval_mode
 from kaviz.structure import structure_of
 from kaviz.tasks_base import METRICS
 
@@ -134,17 +134,6 @@ def linear_probe(
 _MLM_ARCH_SUFFIXES = ("ForMaskedLM", "ForPreTraining")
 
 
-@contextmanager
-def _eval(model: nn.Module):
-    """Eval mode (no dropout) for the block, then the model's own mode back: callers' models are not changed."""
-    was_training = model.training
-    model.eval()
-    try:
-        yield model
-    finally:
-        model.train(was_training)
-
-
 def _device(model: nn.Module) -> torch.device:
     return next(model.parameters()).device
 
@@ -226,7 +215,7 @@ def mlm_loss(
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     total, count = 0.0, 0
     device = _device(model)
-    with _eval(model), torch.no_grad():
+    with eval_mode(model), torch.no_grad():
         for start in range(0, len(examples), batch_size):
             chunk = examples[start : start + batch_size]
             inputs = nn.utils.rnn.pad_sequence([e[0] for e in chunk], batch_first=True, padding_value=pad)  # (B, T)
@@ -286,7 +275,7 @@ def sentence_embeddings(
     """Pooled last-layer states of the base encoder, ``(n, d)`` float32 on the CPU."""
     _, pool = _resolve("pooling", pooling, POOLINGS)
     enc_model, device, out = _encoder(model), _device(model), []
-    with _eval(model), torch.no_grad():
+    with eval_mode(model), torch.no_grad():
         for start in range(0, len(texts), batch_size):
             batch = tokenizer(
                 list(texts[start : start + batch_size]), padding=True, truncation=True, max_length=max_length,

@@ -56,3 +56,22 @@ def run(store):
     from tests.helpers import store_config, store_units
 
     return store.create_run(store_config(), units=store_units())
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny models run fastest on one thread, and far faster than two on a shared, busy machine."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def tok():
+    """The packaged all-MiniLM-L6-v2 tokenizer (offline)."""
+    from transformers import AutoTokenizer
+
+    from kaviz.models import packaged_model_dir
+
+    return AutoTokenizer.from_pretrained(packaged_model_dir())

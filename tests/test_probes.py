@@ -28,22 +28,7 @@ TEXTS = [
 ]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models run fastest on one thread, and far faster than two on a shared, busy machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
-@pytest.fixture(scope="module")
-def tok():
-    from transformers import AutoTokenizer
-
-    from kaviz.models import packaged_model_dir
-
-    return AutoTokenizer.from_pretrained(packaged_model_dir())
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _bert(cls_name: str, vocab: int, seed: int = 0, num_labels: int = 2):
