@@ -104,7 +104,10 @@ st.dataframe(configs, hide_index=True)
 downloads(configs, "compare_config_diff", "compare_config")
 
 st.markdown("**Mask overlap**")
-if run_a != run_b:
+show_masks = st.toggle(
+    "Show mask overlap and surviving heads (reads both students' weights)", key="compare_masks", value=False
+)
+if run_a != run_b and show_masks:
     ka, kb = keys[run_a], keys[run_b]
     pairs = compare.matching_units(read(run_units, *ka), read(run_units, *kb))
     pairs = pairs[pairs["unit_a"].isin(read(run_checkpoints, *ka)) & pairs["unit_b"].isin(read(run_checkpoints, *kb))]

@@ -157,9 +157,16 @@ def compare(runs_dir, monkeypatch) -> AppTest:
 # ----- compare runs -------------------------------------------------------------------------------
 
 
+def test_compare_mask_figures_wait_for_the_toggle(compare):
+    """The checkpoint-reading mask figures are off until asked for (they cost most of the page's time)."""
+    assert compare.toggle(key="compare_masks").value is False
+    assert len(figures(compare)) == 3  # accuracy, knowledge, difference
+
+
 def test_compare_shows_all_figures(compare, runs_dir):
     assert compare.title[0].value == "Compare runs"
     assert compare.multiselect(key="compare_runs").value == [str(runs_dir / n) for n in ("b", "a")]
+    compare.toggle(key="compare_masks").set_value(True).run()
     acc, knowledge, diff, overlap, heads = figures(compare)
     lines = traces(acc)
     assert set(lines) == {f"{m} · {r}" for m in METHODS for r in "ab"} | {"teacher · a", "teacher · b"}
