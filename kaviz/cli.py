@@ -77,6 +77,8 @@ def _execute(cfg: RunConfig, out: str, resume: bool, quiet: bool, analyze: bool 
 
     pipe = Pipeline(cfg, RunStore(out), resume=resume, progress=not quiet, echo=None if quiet else _stderr)
     run = pipe.run()
+    if pipe.rank != 0:  # data-parallel launch: the main process reports and analyses
+        return 0
     _print_summary(run)
     if analyze and cfg.analysis.enabled:
         _analyze(run, force=False, quiet=quiet)

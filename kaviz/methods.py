@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 import torch
 from torch import nn
 
+from kaviz.config import DistillConfig
 from kaviz.distill import DistillLoss
 from kaviz.models import small_dense_student
 from kaviz.pruning import CubicPruner, MaskSet, prune_magnitude
@@ -47,6 +48,8 @@ def _train(
         warmup_ratio=tr.warmup_ratio,
         desc=desc,
         progress=ctx.progress,
+        precision=tr.precision,
+        accelerator=ctx.accelerator,
         **kw,
     )
 
@@ -92,21 +95,24 @@ def gradual_magnitude(ctx: Context, sparsity: float, seed: int) -> Outcome:
     return Outcome(model, res, {"init": "teacher", "mask_updates": pruner.n_updates_done})
 
 
-def _distill_fn(ctx: Context, student: nn.Module, teacher: nn.Module) -> tuple[DistillLoss, Callable]:
+def distill_objective(
+    student: nn.Module, teacher: nn.Module, cfg: DistillConfig, device: torch.device, regression: bool = False
+) -> tuple[DistillLoss, Callable]:
+    """The distillation criterion (train its projection with the student) and a ``loss_fn`` that
+    runs the teacher once per batch under ``no_grad`` and the student with every layer's output."""
     ds, dt = dims(student), dims(teacher)
-    d = ctx.cfg.distill
     crit = DistillLoss(
         ds["num_layers"],
         dt["num_layers"],
         ds["hidden"],
         dt["hidden"],
-        d.temperature,
-        d.alpha_att,
-        d.alpha_hid,
-        d.alpha_pred,
-        regression=ctx.spec.is_regression,
-    ).to(ctx.device)
-    teacher.to(ctx.device).eval()
+        cfg.temperature,
+        cfg.alpha_att,
+        cfg.alpha_hid,
+        cfg.alpha_pred,
+        regression=regression,
+    ).to(device)
+    teacher.to(device).eval()
 
     def loss_fn(model: nn.Module, batch: dict) -> dict[str, torch.Tensor]:
         labels = batch.pop("labels")
@@ -117,6 +123,10 @@ def _distill_fn(ctx: Context, student: nn.Module, teacher: nn.Module) -> tuple[D
         return crit(s_out, t_out, labels)
 
     return crit, loss_fn
+
+
+def _distill_fn(ctx: Context, student: nn.Module, teacher: nn.Module) -> tuple[DistillLoss, Callable]:
+    return distill_objective(student, teacher, ctx.cfg.distill, ctx.device, ctx.spec.is_regression)
 
 
 def knowledge_aware(ctx: Context, sparsity: float, seed: int) -> Outcome:

@@ -18,6 +18,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from kaviz import parallel
 from kaviz.config import TINY_MODEL, RunConfig
 from kaviz.data import compute_metrics, encode, load_task, make_collator
 from kaviz.methods import METHODS, Outcome, finetune
@@ -76,11 +77,11 @@ def parse_imports(entries: list[str]) -> list[tuple[str, str, float]]:
 class Context:
     """What every unit needs, built once per process: data, tokenizer, models, device."""
 
-    def __init__(self, cfg: RunConfig, run: Run, progress: bool = True):
-        self.cfg, self.run, self.progress = cfg, run, progress
+    def __init__(self, cfg: RunConfig, run: Run, progress: bool = True, accelerator=None):
+        self.cfg, self.run, self.progress, self.accelerator = cfg, run, progress, accelerator
         if cfg.training.num_threads:
             torch.set_num_threads(cfg.training.num_threads)
-        self.device = pick_device(cfg.training.device)
+        self.device = accelerator.device if accelerator is not None else pick_device(cfg.training.device)
         self.tokenizer = load_tokenizer(cfg.model)
         if run.tokenizer_dir() is None:
             run.save_tokenizer(self.tokenizer)
@@ -169,17 +170,29 @@ class Pipeline:
         self.cfg, self.store, self.resume, self.progress = cfg.validate(), store, resume, progress
         self.echo = echo or (lambda msg: None)
         self.units = plan_units(cfg)
+        self.rank = 0
 
     def run(self) -> Run:
-        run = self.store.create_run(self.cfg.to_dict(), units=self.units, resume=self.resume)
+        acc = parallel.make_accelerator(self.cfg.training.device, self.cfg.training.batch_size)
+        self.rank = 0 if acc is None else acc.process_index
+        if self.rank == 0:
+            run = self.store.create_run(self.cfg.to_dict(), units=self.units, resume=self.resume)
+        if acc is not None:  # the others follow once the main process has created (or reset) the run
+            acc.wait_for_everyone()
+            if self.rank != 0:
+                run = parallel.FollowerRun(self.store.open_run(self.cfg.name))
+                self.progress = False
         run.set_status("running")
-        self._log(run, f"run {run.run_id}: {len(self.units)} units, resume={self.resume}")
+        where = "" if acc is None else f", {acc.num_processes} processes ({acc.distributed_type})"
+        self._log(run, f"run {run.run_id}: {len(self.units)} units, resume={self.resume}{where}")
         todo = [u for u in self.units if run.unit_status(u["unit"]) != "done"]
+        if acc is not None:
+            acc.wait_for_everyone()
         if not todo:
             run.set_status("complete")
             return run
         try:
-            ctx = Context(self.cfg, run, self.progress)
+            ctx = Context(self.cfg, run, self.progress, acc)
             bar = tqdm(
                 total=len(self.units),
                 initial=len(self.units) - len(todo),
@@ -233,6 +246,9 @@ class Pipeline:
                 run.save_checkpoint(name, out.model)
             rows = [{"metric": k, "value": float(v)} for k, v in metrics.items()]
             run.finish_unit(name, rows, info=out.info, tables=tables)
+            if ctx.accelerator is not None:
+                parallel.record(run.path, self.rank, name, metrics, out.model)
+                ctx.accelerator.wait_for_everyone()
         except Exception as e:
             run.fail_unit(name, f"{type(e).__name__}: {e}\n{traceback.format_exc(limit=5)}")
             self._log(run, f"FAILED {name}: {type(e).__name__}: {e}")

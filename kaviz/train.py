@@ -2,14 +2,22 @@
 
 A method is a ``loss_fn(model, batch) -> {"loss": tensor, ...}`` plus an ``on_step(step)``
 callback (mask updates / re-application after every optimizer step).
+
+Speed notes (see ``benchmarks/bench_train.py``): batches are padded per batch (not to
+``max_length``) by the collator and tokenised once per run; CUDA batches come from pinned memory
+with non-blocking copies; ``precision="bf16"`` runs forward and loss under ``torch.autocast``
+(weights and optimizer state stay float32). Data-parallel training over several processes goes
+through an ``accelerate.Accelerator`` (see :mod:`kaviz.parallel`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
@@ -55,6 +63,35 @@ def _to(batch: dict, device: torch.device) -> dict:
     return {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
 
 
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """'auto' -> 'bf16' on a CUDA device that supports it, else 'fp32'; other values pass through."""
+    if precision == "auto":
+        ok = device.type == "cuda" and torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+        return "bf16" if ok else "fp32"
+    if precision not in ("fp32", "bf16"):
+        raise ValueError(f"precision must be 'auto', 'fp32' or 'bf16', got {precision!r}")
+    return precision
+
+
+def autocast(precision: str, device: torch.device) -> contextlib.AbstractContextManager:
+    """bf16 autocast for the forward pass and loss when asked for; a no-op for fp32."""
+    if resolve_precision(precision, device) == "bf16":
+        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+class _Objective(nn.Module):
+    """The student and the loss's own modules (e.g. the distillation projection) as one module, so
+    that data-parallel wrapping syncs every trained parameter; the teacher lives in ``loss_fn``."""
+
+    def __init__(self, model: nn.Module, extra: list[nn.Module], loss_fn: LossFn):
+        super().__init__()
+        self.model, self.extra, self.loss_fn = model, nn.ModuleList(extra), loss_fn
+
+    def forward(self, batch: dict) -> dict[str, torch.Tensor]:
+        return self.loss_fn(self.model, batch)
+
+
 def param_groups(modules: Iterable[nn.Module], weight_decay: float) -> list[dict]:
     """AdamW groups: no decay on biases and LayerNorm weights (BERT convention)."""
     decay, no_decay = [], []
@@ -81,34 +118,45 @@ def train_loop(
     desc: str = "train",
     progress: bool = True,
     log_every: int = 10,
+    precision: str = "fp32",
+    accelerator: Any = None,
 ) -> TrainResult:
-    """Run ``steps`` AdamW steps (linear warm-up, then constant lr, as the paper)."""
-    extra = list(extra_modules)
-    model.to(device).train()
-    for m in extra:
-        m.to(device).train()
-    opt = torch.optim.AdamW(param_groups([model, *extra], weight_decay), lr=lr)
+    """Run ``steps`` AdamW steps (linear warm-up, then constant lr, as the paper).
+
+    With an ``accelerate.Accelerator`` the student (with ``extra_modules``) is wrapped for
+    data-parallel training and each process trains on its slice of every batch; ``model`` itself
+    is trained in place either way.
+    """
+    objective = _Objective(model, list(extra_modules), loss_fn).to(device).train()
+    opt = torch.optim.AdamW(param_groups([objective], weight_decay), lr=lr)
     warm = int(steps * warmup_ratio)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / warm) if warm else 1.0)
+    step_fn: nn.Module = objective
+    if accelerator is not None:
+        step_fn, opt, loader = accelerator.prepare(objective, opt, loader)
     history: list[dict[str, float]] = []
     start = time.perf_counter()
     bar = tqdm(total=steps, desc=desc, disable=not progress, leave=False, dynamic_ncols=True)
-    running: dict[str, float] = {}
+    running: dict[str, torch.Tensor] = {}  # summed on the device: no host sync per step
     batches = _cycle(loader)
     for step in range(1, steps + 1):
         batch = _to(next(batches), device)
-        out = loss_fn(model, batch)
+        with autocast(precision, device):
+            out = step_fn(batch)
         opt.zero_grad(set_to_none=True)
-        out["loss"].backward()
+        if accelerator is not None:
+            accelerator.backward(out["loss"])
+        else:
+            out["loss"].backward()
         opt.step()
         sched.step()
         if on_step is not None:
             on_step(step)
         for k, v in out.items():
-            running[k] = running.get(k, 0.0) + float(v.detach())
+            running[k] = running[k] + v.detach().float() if k in running else v.detach().float()
         if step % log_every == 0 or step == steps:
             n = log_every if step % log_every == 0 else step % log_every
-            row = {"step": float(step), **{k: v / n for k, v in running.items()}}
+            row = {"step": float(step), **{k: float(v) / n for k, v in running.items()}}
             history.append(row)
             running = {}
             bar.set_postfix(loss=f"{row['loss']:.4f}")
