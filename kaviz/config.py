@@ -85,6 +85,10 @@ class TrainingConfig:
     warmup_ratio: float = _help("Linear warm-up over this fraction of steps, then constant.", default=0.0)
     device: str = _help("'auto' (GPU when present), 'cpu', 'cuda', 'cuda:1', 'mps'.", default="auto")
     num_threads: int | None = _help("torch CPU threads; unset means all cores.", default=None)
+    group_by_length: bool = _help(
+        "Batch training examples of similar length together (less padding computed on; order stays random).",
+        default=True,
+    )
     precision: Literal["auto", "fp32", "bf16"] = _help(
         "Training precision: 'auto' is bf16 autocast on a CUDA GPU that supports it and float32 elsewhere.",
         default="auto",

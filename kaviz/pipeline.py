@@ -90,6 +90,7 @@ class Context:
         self.encoded = encode(self.task, self.tokenizer, cfg.task.max_length)
         self.collator = make_collator(self.tokenizer)
         self.n_train = len(self.encoded["train"])
+        self.train_lengths = [len(x) for x in self.encoded["train"]["input_ids"]] if cfg.training.group_by_length else None
         self._pretrained: nn.Module | None = None
         self._teacher: nn.Module | None = None
         self._teacher_params: int | None = None
@@ -144,6 +145,7 @@ class Context:
             shuffle=True,
             seed=seed,
             device=self.device,
+            lengths=self.train_lengths,
         )
 
     def evaluate(self, model: nn.Module) -> dict[str, float]:
@@ -176,7 +178,7 @@ class Pipeline:
         acc = parallel.make_accelerator(self.cfg.training.device, self.cfg.training.batch_size)
         self.rank = 0 if acc is None else acc.process_index
         if self.rank == 0:
-            run = self.store.create_run(self.cfg.to_dict(), units=self.units, resume=self.resume)
+            run = self.store.create_run(self._stored_config(), units=self.units, resume=self.resume)
         if acc is not None:  # the others follow once the main process has created (or reset) the run
             acc.wait_for_everyone()
             if self.rank != 0:
@@ -216,6 +218,19 @@ class Pipeline:
         run.set_status("complete")
         self._log(run, "complete")
         return run
+
+    def _stored_config(self) -> dict:
+        """The config to create or resume with: a run made by an older kaviz, whose stored config
+        lacks fields added since, is resumed when those fields hold their defaults here."""
+        mine = self.cfg.to_dict()
+        if not self.resume:
+            return mine
+        try:
+            stored = self.store.open_run(self.cfg.name).config
+            same = RunConfig.from_dict(stored).to_dict() == mine
+        except Exception:  # no such run yet, or a config this kaviz cannot read: the store reports it
+            return mine
+        return stored if same else mine
 
     def _log(self, run: Run, msg: str) -> None:
         run.log(msg)

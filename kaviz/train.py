@@ -46,11 +46,26 @@ def num_steps(n_examples: int, batch_size: int, epochs: float, max_steps: int | 
 
 
 def make_loader(
-    dataset, collator, batch_size: int, *, shuffle: bool, seed: int = 0, device: torch.device | None = None
+    dataset,
+    collator,
+    batch_size: int,
+    *,
+    shuffle: bool,
+    seed: int = 0,
+    device: torch.device | None = None,
+    lengths: list[int] | None = None,
 ) -> DataLoader:
+    """Batches padded per batch by ``collator``. With ``lengths`` (and ``shuffle``), examples of
+    similar length are batched together (``transformers``' length-grouped sampler: random
+    mega-batches of 50 batches, sorted by length), which cuts the padding computed on."""
     g = torch.Generator()
     g.manual_seed(seed)
     pin = device is not None and device.type == "cuda"
+    if shuffle and lengths is not None:
+        from transformers.trainer_pt_utils import LengthGroupedSampler
+
+        sampler = LengthGroupedSampler(batch_size, lengths=list(lengths), generator=g)
+        return DataLoader(dataset, batch_size=batch_size, sampler=sampler, collate_fn=collator, pin_memory=pin)
     return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, collate_fn=collator, generator=g, pin_memory=pin)
 
 

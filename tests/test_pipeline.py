@@ -89,6 +89,27 @@ def test_resume_finished_run_does_nothing(tiny_run):
     assert (run.units().attempts == 1).all()
 
 
+def test_resume_a_run_made_before_new_config_fields(tmp_path):
+    """A run whose stored config lacks fields added since (here: training.precision) resumes when
+    those fields hold their defaults; a real difference is still refused."""
+    import json as _json
+
+    from kaviz.store import StoreError
+
+    store = RunStore(tmp_path)
+    cfg = tiny_config(methods=["oneshot-magnitude"], sparsities=[0.5])
+    Pipeline(cfg, store, progress=False).run()
+    path = store.open_run("t").path / "manifest.json"
+    m = _json.loads(path.read_text())
+    del m["config"]["training"]["precision"]
+    path.write_text(_json.dumps(m))
+    run = Pipeline(cfg, store, resume=True, progress=False).run()
+    assert run.status == "complete" and (run.units().attempts == 1).all()
+    changed = RunConfig.from_dict({**cfg.to_dict(), "training": {**cfg.to_dict()["training"], "precision": "bf16"}})
+    with pytest.raises(StoreError, match="different config"):
+        Pipeline(changed, store, resume=True, progress=False).run()
+
+
 def test_existing_run_without_resume_is_refused(tiny_run):
     from kaviz.store import RunExistsError
 

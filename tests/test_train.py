@@ -53,3 +53,25 @@ def test_extra_modules_are_trained_with_the_student(tiny_bert, batch):
     assert not torch.equal(w0, crit.projection.weight)
     assert all(torch.equal(a, b) for a, b in zip(t0, teacher.parameters()))  # the teacher is never trained
     assert {"loss", "att", "hid", "pred"} <= set(res.history[0])
+
+
+def test_length_grouped_batches_cover_every_example_with_less_padding():
+    from kaviz.train import make_loader
+
+    g = torch.Generator().manual_seed(0)
+    lengths = torch.randint(3, 60, (640,), generator=g).tolist()
+    data = list(range(640))
+
+    def collate(idx):
+        return idx
+
+    grouped = list(make_loader(data, collate, 16, shuffle=True, seed=1, lengths=lengths))
+    plain = list(make_loader(data, collate, 16, shuffle=True, seed=1))
+    assert sorted(i for b in grouped for i in b) == data  # one epoch: each example once
+    assert grouped != list(make_loader(data, collate, 16, shuffle=True, seed=2, lengths=lengths))  # seeded order
+
+    def padded(batches):
+        return sum(len(b) * max(lengths[i] for i in b) for b in batches)
+
+    assert padded(grouped) < 0.7 * padded(plain)
+    assert grouped == list(make_loader(data, collate, 16, shuffle=True, seed=1, lengths=lengths))  # reproducible
