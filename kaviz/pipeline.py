@@ -90,7 +90,9 @@ class Context:
         self.encoded = encode(self.task, self.tokenizer, cfg.task.max_length)
         self.collator = make_collator(self.tokenizer)
         self.n_train = len(self.encoded["train"])
-        self.train_lengths = [len(x) for x in self.encoded["train"]["input_ids"]] if cfg.training.group_by_length else None
+        self.train_lengths = (
+            [len(x) for x in self.encoded["train"]["input_ids"]] if cfg.training.group_by_length else None
+        )
         self._pretrained: nn.Module | None = None
         self._teacher: nn.Module | None = None
         self._teacher_params: int | None = None
