@@ -47,9 +47,10 @@ METHOD_ORDER = ["oneshot-magnitude", "gradual-magnitude", "knowledge-aware", "sm
 CLAIM_KEEP = 0.97  # knowledge-aware at 90% keeps >= 97% of the teacher's dev score (goal 99%)
 
 
-def task_config(task: str, data: Path, overrides: list[str]) -> RunConfig:
+def task_config(task: str, data: Path, overrides: list[str], suffix: str = "") -> RunConfig:
     cfg = RunConfig.load(CONFIGS / f"replicate-{task}.yaml").to_dict()
     cfg["task"]["path"] = str(data / TASKS[task])
+    cfg["name"] += suffix
     return RunConfig.from_dict(_set_overrides(cfg, overrides) if overrides else cfg)
 
 
@@ -76,12 +77,12 @@ def publish(out: Path, run_id: str, dest: Path) -> None:
     run.copy_to(dest)
 
 
-def results(out: Path, tasks: list[str]) -> pd.DataFrame:
+def results(out: Path, tasks: list[str], suffix: str = "") -> pd.DataFrame:
     """One row per (task, method, sparsity): mean and sample std of the task metric over seeds."""
     rows = []
     for task in tasks:
         try:
-            run = RunStore(out).open_run(f"replicate-{task}")
+            run = RunStore(out).open_run(f"replicate-{task}{suffix}")
         except StoreError:
             continue
         s = summary_table(run)
@@ -210,12 +211,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--publish", type=Path, default=ROOT / "assets" / "runs", help="tables-only copies for the app")
     ap.add_argument("--results", type=Path, default=RESULTS)
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config field")
+    ap.add_argument(
+        "--suffix", default="", help="a variant: runs named replicate-<task><suffix>, results replicate<suffix>.*"
+    )
     ap.add_argument("--report-only", action="store_true", help="only rebuild tables and copies from the runs")
     ap.add_argument("--no-analyze", action="store_true", help="skip the knowledge tables")
     a = ap.parse_args(argv)
     configs = {}
     for task in a.tasks:
-        cfg = task_config(task, a.data, a.set)
+        cfg = task_config(task, a.data, a.set, a.suffix)
         configs[task] = cfg
         if a.report_only:
             continue
@@ -223,17 +227,18 @@ def main(argv: list[str] | None = None) -> int:
             print(f"skip {task}: no GLUE folder {a.data / TASKS[task]} (the original GLUE TSVs)", file=sys.stderr)
             continue
         run_task(cfg, a.out, analyze=not a.no_analyze)
-    df = results(a.out, a.tasks)
+    df = results(a.out, a.tasks, a.suffix)
     if df.empty:
         print(f"no replication runs in {a.out} yet", file=sys.stderr)
         return 1
     for task in df["task"].unique():
-        publish(a.out, f"replicate-{task}", a.publish)
+        publish(a.out, f"replicate-{task}{a.suffix}", a.publish)
     a.results.mkdir(parents=True, exist_ok=True)
-    df.to_csv(a.results / "replicate.csv", index=False, float_format="%.4f")
-    (a.results / "replicate.md").write_text(markdown(df, configs), encoding="utf-8")
+    stem = a.results / f"replicate{a.suffix}"
+    df.to_csv(stem.with_suffix(".csv"), index=False, float_format="%.4f")
+    stem.with_suffix(".md").write_text(markdown(df, configs), encoding="utf-8")
     print(markdown(df, configs))
-    print(f"wrote {a.results / 'replicate.csv'} and replicate.md; tables-only runs in {a.publish}", file=sys.stderr)
+    print(f"wrote {stem}.csv and .md; tables-only runs in {a.publish}", file=sys.stderr)
     return 0
 
 
