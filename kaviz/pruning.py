@@ -54,7 +54,6 @@ class MaskSet:
     def __init__(self, model: nn.Module, criterion: str | Criterion = "magnitude"):
         self.linears = prunable_linears(model)
         self.names = list(self.linears)
-        self.weights = [m.weight for m in self.linears.values()]
         self.masks: list[torch.Tensor] = [torch.ones_like(w, dtype=torch.bool) for w in self.weights]
         self._float_masks: list[torch.Tensor] | None = None
         if isinstance(criterion, str):
@@ -64,10 +63,24 @@ class MaskSet:
         self.criterion = criterion
         self.sparsity = 0.0
 
+    @property
+    def weights(self) -> list[torch.Tensor]:
+        """The prunable weights as the model holds them now (moving a model may replace them)."""
+        return [m.weight for m in self.linears.values()]
+
+    def _follow_weights(self) -> None:
+        """Keep the masks on the weights' device: the model may be moved (e.g. to the GPU by the
+        training loop) after the masks were made."""
+        weights = self.weights
+        if self.masks and self.masks[0].device != weights[0].device:
+            self.masks = [m.to(w.device) for m, w in zip(self.masks, weights)]
+            self._float_masks = None
+
     @torch.no_grad()
     def update(self, sparsity: float) -> None:
         if sparsity < self.sparsity - 1e-12:
             raise ValueError(f"sparsity may only grow: {self.sparsity} -> {sparsity}")
+        self._follow_weights()
         for i, w in enumerate(self.weights):
             score = self.criterion(w.detach()).float().masked_fill(~self.masks[i], -math.inf)
             self.masks[i] = topk_mask(score, sparsity)
@@ -77,9 +90,11 @@ class MaskSet:
 
     @torch.no_grad()
     def apply(self) -> None:
-        if self._float_masks is None:
-            self._float_masks = [m.to(w.dtype) for m, w in zip(self.masks, self.weights)]
-        torch._foreach_mul_(self.weights, self._float_masks)
+        self._follow_weights()
+        weights = self.weights
+        if self._float_masks is None or self._float_masks[0].dtype != weights[0].dtype:
+            self._float_masks = [m.to(w.dtype) for m, w in zip(self.masks, weights)]
+        torch._foreach_mul_(weights, self._float_masks)
 
     @classmethod
     def from_zeros(cls, model: nn.Module) -> MaskSet:

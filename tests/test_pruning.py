@@ -106,3 +106,18 @@ def test_masks_from_zeros(tiny_bert):
     assert ms.sparsity == pytest.approx(0.7, abs=1e-3)
     with pytest.raises(ValueError, match="only grow"):
         ms.update(0.5)
+
+
+def test_masks_follow_the_model_to_another_device(tiny_bert):
+    """Masks made while the model is on one device keep working after the model moves (the
+    training loop moves it to the GPU after the methods made their masks); 'meta' stands in for it."""
+    from kaviz.pruning import MaskSet
+
+    model = tiny_bert()
+    ms = MaskSet(model)
+    ms.update(0.5)
+    model.to("meta")
+    ms.apply()
+    ms.update(0.75)
+    assert all(m.device.type == "meta" for m in ms.masks)
+    assert ms.sparsity == 0.75
