@@ -70,6 +70,30 @@ def best(fn, repeat: int) -> float:
     return min(times)
 
 
+def measure(n: int, repeat: int) -> None:
+    with tempfile.TemporaryDirectory(prefix="kaviz-bench-store-") as tmp:
+        root = Path(tmp) / "runs"
+        t0 = time.perf_counter()
+        build(root, n)
+        built = time.perf_counter() - t0
+        store = RunStore(root)
+
+        def baseline():
+            for p in root.iterdir():
+                with open(p / "manifest.json", encoding="utf-8") as f:
+                    json.load(f)
+
+        base = best(baseline, repeat)
+        listing = best(store.list_runs, repeat)
+        assert len(store.list_runs()) == n
+        middle = f"run{n // 2:04d}"
+        opening = best(lambda: store.open_run(middle).manifest, repeat)
+        metrics = best(lambda: store.open_run(middle).metrics(), repeat)
+        verdict = ("PASS" if listing < TARGET_LIST_500 else "FAIL") if n >= 500 else ""
+        print(f"{n:>5} {built:>8.1f} {base:>16.3f} {listing:>12.3f} {listing / base:>6.1f} {opening:>8.4f} "
+              f"{metrics:>10.4f}  {verdict}")  # fmt: skip
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sizes", type=int, nargs="+", default=[50, 500])
@@ -78,27 +102,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{'runs':>5} {'build s':>8} {'json baseline s':>16} {'list_runs s':>12} {'ratio':>6} {'open s':>8} "
           f"{'metrics s':>10}  verdict")  # fmt: skip
     for n in a.sizes:
-        with tempfile.TemporaryDirectory(prefix="kaviz-bench-store-") as tmp:
-            root = Path(tmp) / "runs"
-            t0 = time.perf_counter()
-            build(root, n)
-            built = time.perf_counter() - t0
-            store = RunStore(root)
-
-            def baseline():
-                for p in root.iterdir():
-                    with open(p / "manifest.json", encoding="utf-8") as f:
-                        json.load(f)
-
-            base = best(baseline, a.repeat)
-            listing = best(lambda: store.list_runs(), a.repeat)
-            assert len(store.list_runs()) == n
-            middle = f"run{n // 2:04d}"
-            opening = best(lambda: store.open_run(middle).manifest, a.repeat)
-            metrics = best(lambda: store.open_run(middle).metrics(), a.repeat)
-            verdict = ("PASS" if listing < TARGET_LIST_500 else "FAIL") if n >= 500 else ""
-            print(f"{n:>5} {built:>8.1f} {base:>16.3f} {listing:>12.3f} {listing / base:>6.1f} {opening:>8.4f} "
-                  f"{metrics:>10.4f}  {verdict}")  # fmt: skip
+        measure(n, a.repeat)
     print(f"\ntarget: list_runs of 500 runs < {TARGET_LIST_500} s; ratio = list_runs / reading every manifest")
     return 0
 

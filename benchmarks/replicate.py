@@ -107,6 +107,22 @@ def results(out: Path, tasks: list[str], suffix: str = "") -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def constant_baseline(cfg: RunConfig) -> float | None:
+    """The dev score of the best constant answer (e.g. MRPC F1 of always 'equivalent'), x100."""
+    import numpy as np
+
+    from kaviz.data import compute_metrics, load_task
+
+    try:
+        task = load_task(cfg.task, seed=cfg.seed)
+    except Exception:  # no data here: the row is left out
+        return None
+    spec, y = task.spec, np.asarray(task.dev["label"])
+    if spec.is_regression:
+        return None
+    return 100 * max(compute_metrics(spec, np.full(len(y), c), y)[spec.main_metric] for c in range(spec.num_labels))
+
+
 def claims(df: pd.DataFrame) -> pd.DataFrame:
     out = []
     for task, g in df.groupby("task", sort=False):
@@ -177,6 +193,9 @@ def markdown(df: pd.DataFrame, configs: dict[str, RunConfig]) -> str:
         blank = " |" * len(sparsities)
         lines += ["| method | dense | " + " | ".join(f"{100 * s:g}%" for s in sparsities) + " |"]
         lines += ["|---|---|" + "---|" * len(sparsities)]
+        const = constant_baseline(cfg) if cfg is not None else None
+        if const is not None:
+            lines += [f"| best constant answer (no model) | {const:.1f} |" + blank]
         if pre:
             lines += [f"| pre-trained, untrained head | {_cell(pre)} |" + blank]
         if teacher:

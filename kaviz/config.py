@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import json
+import re
 import types
 import typing
 from dataclasses import asdict, dataclass, field
@@ -26,6 +27,9 @@ METHODS = (
 GLUE_TASKS = ("sst2", "mrpc", "cola", "rte", "stsb", "qnli", "mnli", "qqp")
 PACKAGED_MODEL = "packaged:all-MiniLM-L6-v2"
 TINY_MODEL = "tiny"
+
+
+SCI_FLOAT_RE = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
 
 
 class ConfigError(ValueError):
@@ -401,6 +405,8 @@ def _coerce(tp: Any, value: Any, where: str) -> Any:
             raise ConfigError(f"{where}: expected an integer, got {type(value).__name__} {value!r}")
         return value
     if tp is float:
+        if isinstance(value, str) and SCI_FLOAT_RE.fullmatch(value.strip()):
+            return float(value)  # YAML 1.1 reads 5e-5 (no dot) as a string
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{where}: expected a number, got {type(value).__name__} {value!r}")
         return float(value)

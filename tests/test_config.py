@@ -62,3 +62,13 @@ def test_help_table_covers_every_field():
     names = [r[0] for r in rows]
     assert "pruning.mask_updates" in names and "distill.temperature" in names
     assert all(r[1] for r in rows), "every field has help text"
+
+
+def test_yaml_scientific_floats_without_a_dot_are_numbers(tmp_path):
+    """PyYAML (YAML 1.1) reads `5e-5` as a string; float fields take it as the number it means."""
+    path = tmp_path / "c.yaml"
+    path.write_text("training:\n  learning_rate: 5e-5\npruning:\n  learning_rate: 1E-4\n")
+    cfg = RunConfig.load(path)
+    assert cfg.training.learning_rate == 5e-5 and cfg.pruning.learning_rate == 1e-4
+    with pytest.raises(ConfigError, match="training.learning_rate: expected a number"):
+        RunConfig.from_dict({"training": {"learning_rate": "fast"}})
