@@ -114,6 +114,9 @@ def load_classifier(
     from transformers import AutoModelForSequenceClassification
     from transformers.utils import logging as hf_logging
 
+    local = Path(source).is_dir()
+    if local:
+        _check_local_weights(Path(source))
     torch.manual_seed(seed)
     verbosity = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()  # "some weights newly initialized" is expected for a pre-trained encoder
@@ -124,12 +127,39 @@ def load_classifier(
             revision=revision,
             trust_remote_code=trust_remote_code,
             ignore_mismatched_sizes=False,
+            use_safetensors=True if local else None,  # local weights: safetensors only, never a pickle
             **_task_kwargs(num_labels, regression),
         )
+    except Exception as e:  # corrupt/truncated files, wrong architecture, hub errors: one clear message
+        raise ModelLoadError(f"cannot load a model from {source}: {type(e).__name__}: {e}") from e
     finally:
         hf_logging.set_verbosity(verbosity)
     structure_of(model)  # fail early, with a clear message, on an unsupported architecture
     return model
+
+
+class ModelLoadError(ValueError):
+    """A model folder or hub id kaviz cannot (or will not) load; the message says why."""
+
+
+PICKLE_WEIGHTS = ("pytorch_model*.bin", "*.pt", "*.pth", "*.ckpt", "*.pkl", "*.pickle")
+
+
+def _check_local_weights(folder: Path) -> None:
+    """A local model folder must hold safetensors weights: pickle-based files are refused unread."""
+    if not (folder / "config.json").is_file():
+        raise ModelLoadError(f"model folder {folder} has no config.json (expected a save_pretrained() folder)")
+    if any(folder.glob("*.safetensors")):
+        return
+    others = sorted({p.name for pattern in PICKLE_WEIGHTS for p in folder.glob(pattern)})
+    if others:
+        raise ModelLoadError(
+            f"model folder {folder} holds only {', '.join(others)}: kaviz reads local weights from "
+            "safetensors files only and never unpickles a file, since unpickling can run any code. "
+            "If you trust the file, convert it once where it came from: "
+            "AutoModel.from_pretrained(folder).save_pretrained(folder, safe_serialization=True)"
+        )
+    raise ModelLoadError(f"model folder {folder} has no weights (*.safetensors)")
 
 
 def load_pretrained(cfg: ModelConfig, num_labels: int, regression: bool = False, seed: int = 0) -> nn.Module:

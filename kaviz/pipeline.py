@@ -77,7 +77,7 @@ def parse_imports(entries: list[str]) -> list[tuple[str, str, float]]:
 class Context:
     """What every unit needs, built once per process: data, tokenizer, models, device."""
 
-    def __init__(self, cfg: RunConfig, run: Run, progress: bool = True, accelerator=None):
+    def __init__(self, cfg: RunConfig, run: Run, progress: bool = True, accelerator=None, task=None):
         self.cfg, self.run, self.progress, self.accelerator = cfg, run, progress, accelerator
         if cfg.training.num_threads:
             torch.set_num_threads(cfg.training.num_threads)
@@ -85,7 +85,7 @@ class Context:
         self.tokenizer = load_tokenizer(cfg.model)
         if run.tokenizer_dir() is None:
             run.save_tokenizer(self.tokenizer)
-        self.task = load_task(cfg.task, seed=cfg.seed)
+        self.task = task if task is not None else load_task(cfg.task, seed=cfg.seed)
         self.spec = self.task.spec
         self.encoded = encode(self.task, self.tokenizer, cfg.task.max_length)
         self.collator = make_collator(self.tokenizer)
@@ -179,6 +179,7 @@ class Pipeline:
     def run(self) -> Run:
         acc = parallel.make_accelerator(self.cfg.training.device, self.cfg.training.batch_size)
         self.rank = 0 if acc is None else acc.process_index
+        task = self._preflight()
         if self.rank == 0:
             run = self.store.create_run(self._stored_config(), units=self.units, resume=self.resume)
         if acc is not None:  # the others follow once the main process has created (or reset) the run
@@ -196,7 +197,7 @@ class Pipeline:
             run.set_status("complete")
             return run
         try:
-            ctx = Context(self.cfg, run, self.progress, acc)
+            ctx = Context(self.cfg, run, self.progress, acc, task)
             bar = tqdm(
                 total=len(self.units),
                 initial=len(self.units) - len(todo),
@@ -205,11 +206,13 @@ class Pipeline:
                 disable=not self.progress,
                 dynamic_ncols=True,
             )
-            for u in todo:
-                bar.set_description(u["unit"])
-                self._run_unit(ctx, run, u)
-                bar.update(1)
-            bar.close()
+            try:
+                for u in todo:
+                    bar.set_description(u["unit"])
+                    self._run_unit(ctx, run, u)
+                    bar.update(1)
+            finally:
+                bar.close()  # an error message then starts on its own line
         except KeyboardInterrupt:
             run.set_status("interrupted")
             self._log(run, "interrupted; continue with --resume")
@@ -220,6 +223,15 @@ class Pipeline:
         run.set_status("complete")
         self._log(run, "complete")
         return run
+
+    def _preflight(self):
+        """Fail before anything is written on what can be checked cheaply: the task's data (read
+        and validated here, then reused) and local model paths."""
+        m = self.cfg.model
+        for source in (m.name_or_path, m.finetuned, *[path for _, path, _ in parse_imports(self.cfg.import_students)]):
+            if source and source != TINY_MODEL:
+                resolve_source(source)  # a missing local folder or one without config.json raises here
+        return load_task(self.cfg.task, seed=self.cfg.seed)
 
     def _stored_config(self) -> dict:
         """The config to create or resume with: a run made by an older kaviz, whose stored config
