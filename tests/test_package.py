@@ -24,3 +24,11 @@ def test_no_module_unpickles():
         if unsafe.search(line)
     ]
     assert not offenders, offenders
+
+
+def test_app_binds_to_localhost_by_default():
+    import tomllib
+
+    cfg = tomllib.loads((ROOT / ".streamlit" / "config.toml").read_text())
+    assert cfg["server"]["address"] == "localhost"
+    assert cfg["browser"]["gatherUsageStats"] is False
