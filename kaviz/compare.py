@@ -244,13 +244,14 @@ def units_with_checkpoints(run: Run) -> list[str]:
 
 
 def load_checkpoint(run: Run, unit: str) -> nn.Module:
-    """The unit's saved weights as a classifier (no task needed: the checkpoint's config has its head)."""
-    from transformers import AutoModelForSequenceClassification
+    """The unit's saved weights as a classifier (no task needed: the checkpoint's config has its
+    head), loaded like every other checkpoint: safetensors only (:func:`kaviz.unit_view.load_unit_model`)."""
+    from kaviz.unit_view import load_unit_model
 
-    ckpt = run.checkpoint_dir(unit)
-    if ckpt is None:
+    model = load_unit_model(run, unit)
+    if model is None:
         raise ValueError(f"unit {unit!r} of run {run.run_id!r} has no checkpoint (save_checkpoints was off?)")
-    return AutoModelForSequenceClassification.from_pretrained(str(ckpt))
+    return model
 
 
 def unit_masks(run_a: Run, unit_a: str, run_b: Run, unit_b: str) -> tuple[pd.DataFrame, pd.DataFrame]:

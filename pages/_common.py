@@ -205,14 +205,14 @@ def pick(label: str, options: list, key: str, *, many: bool = False, container=N
 @st.cache_resource(show_spinner="Loading model…", max_entries=4)
 def unit_model(folder: str, run_id: str, updated: str, unit: str):
     """The unit's model from its checkpoint, or None (held for reuse; never modified)."""
-    from kaviz.inspect import load_unit_model
+    from kaviz.unit_view import load_unit_model
 
     return load_unit_model(RunStore(folder).open_run(run_id), unit)
 
 
 @st.cache_resource(show_spinner=False, max_entries=4)
 def run_tokenizer(folder: str, run_id: str, updated: str):
-    from kaviz.inspect import load_run_tokenizer
+    from kaviz.unit_view import load_run_tokenizer
 
     return load_run_tokenizer(RunStore(folder).open_run(run_id))
 
@@ -230,14 +230,14 @@ def models_or_info(key: RunKey, units: list[str], what: str) -> list | None:
 
 @st.cache_data(show_spinner="Computing attention maps…", max_entries=64)
 def attention_maps(folder: str, run_id: str, updated: str, unit: str, text: str):
-    from kaviz.inspect import attention_maps as maps
+    from kaviz.unit_view import attention_maps as maps
 
     return maps(unit_model(folder, run_id, updated, unit), run_tokenizer(folder, run_id, updated), text)
 
 
 @st.cache_data(show_spinner="Integrated gradients…", max_entries=64)
 def token_attributions(folder: str, run_id: str, updated: str, teacher: str, unit: str, text: str) -> pd.DataFrame:
-    from kaviz.inspect import token_attributions as attributions
+    from kaviz.unit_view import token_attributions as attributions
 
     models = [unit_model(folder, run_id, updated, u) for u in (teacher, unit)]
     return attributions(*models, run_tokenizer(folder, run_id, updated), text).tokens
