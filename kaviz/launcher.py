@@ -267,6 +267,24 @@ def _tail(path: Path, lines: int = 20) -> str:
     return "\n".join(out[-lines:])
 
 
+def live_launches(folder: str | Path) -> list[str]:
+    """Names launched in ``folder`` whose process is still running."""
+    root = _root(folder)
+    alive = []
+    for name in launches(root):
+        paths = _paths(root, name)
+        info = _read_info(paths["json"])
+        if info is not None and _alive(info["pid"], str(paths["yaml"]))[0]:
+            alive.append(name)
+    return alive
+
+
+def share_of_cores(folder: str | Path) -> int:
+    """CPU threads for a new background run: the cores split evenly with the runs still going
+    (two torch processes with all cores each ran 5-15x slower than one at a time on 2 cores)."""
+    return max(1, (os.cpu_count() or 1) // (len(live_launches(folder)) + 1))
+
+
 def launch(folder: str | Path, config: RunConfig, *, resume: bool = False) -> LaunchStatus:
     """Start ``kaviz run <folder>/.launch/<name>.yaml --out <folder>`` in the background.
 
@@ -290,12 +308,14 @@ def launch(folder: str | Path, config: RunConfig, *, resume: bool = False) -> La
     if resume:
         cmd.append("--resume")
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "TOKENIZERS_PARALLELISM": "false"}
+    threads = share_of_cores(root) if cfg.training.num_threads is None else cfg.training.num_threads
+    env["OMP_NUM_THREADS"] = env["MKL_NUM_THREADS"] = str(threads)
     with open(paths["log"], "wb") as log:
         proc = Popen(
             cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True
         )
     _CHILDREN[proc.pid] = proc
-    record = {"pid": proc.pid, "name": cfg.name, "command": cmd, "started": now(), "resume": resume}
+    record = {"pid": proc.pid, "name": cfg.name, "command": cmd, "started": now(), "resume": resume, "threads": threads}
     atomic.write_json(paths["json"], record)
     return status(root, cfg.name)
 

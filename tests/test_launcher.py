@@ -199,3 +199,32 @@ def test_log_tail_collapses_progress_bars(tmp_path):
     tail = launcher._tail(log, lines=3)
     assert tail == "l27\nl28\nl29"
     assert launcher._tail(log, lines=33).splitlines()[:3] == ["start a", "bar 100%", "done a"]
+
+
+def test_background_runs_share_the_cores(tmp_path, monkeypatch):
+    """A run launched while others are still going gets its share of the cores as its thread count
+    (unless the config sets training.num_threads): oversubscribed torch processes crawl."""
+    envs = []
+
+    class FakeProc:
+        pid = 424242
+
+        def __init__(self, cmd, env, **kw):
+            envs.append(env)
+
+        def poll(self):
+            return None
+
+    monkeypatch.setattr(launcher, "Popen", FakeProc)
+    monkeypatch.setattr(launcher.os, "cpu_count", lambda: 4)
+    alive: set[str] = set()
+    monkeypatch.setattr(launcher, "_alive", lambda pid, marker: (Path(marker).stem in alive, None))
+    folder = tmp_path / "runs"
+    unset = {"max_steps": 8}  # training.num_threads left to kaviz
+    launcher.launch(folder, small_config("one", training=unset))
+    alive.add("one")
+    launcher.launch(folder, small_config("two", training=unset))
+    alive.add("two")
+    launcher.launch(folder, small_config("three", training={"num_threads": 3}))
+    assert [e["OMP_NUM_THREADS"] for e in envs] == ["4", "2", "3"]
+    assert set(launcher.live_launches(folder)) == {"one", "two"}
