@@ -313,3 +313,24 @@ def test_pickle_payload_works_when_unpickled(tmp_path, monkeypatch):
     assert (tmp_path / SENTINEL).exists()
     with pytest.raises(pickle.UnpicklingError):
         torch.load(io.BytesIO(pickle.dumps(_Payload())), weights_only=True)
+
+
+@pytest.mark.parametrize("table", ["metrics", "knowledge"])
+def test_the_app_names_a_damaged_table_instead_of_crashing(table, tmp_path, monkeypatch):
+    """A run folder with a truncated table (copied half-way, disk full): every page that reads the
+    table shows st.error naming the file; none raises."""
+    from streamlit.testing.v1 import AppTest
+
+    root = Path(__file__).parents[1]
+    runs = tmp_path / "runs"
+    shutil.copytree(root / "assets" / "runs" / "sst2-check", runs / "sst2-check")
+    damaged = sorted((runs / "sst2-check").glob(f"units/*/{table}.parquet"))[-1]
+    damaged.write_bytes(damaged.read_bytes()[:40])
+    monkeypatch.setenv("KAVIZ_RUNS", str(runs))
+    app = AppTest.from_file(str(root / "app.py"), default_timeout=120)
+    app.run()
+    pages = {"metrics": ["1_overview", "2_accuracy_vs_sparsity"], "knowledge": ["3_knowledge_flow", "4_attention"]}
+    for page in pages[table]:
+        app.switch_page(f"pages/{page}.py").run()
+        assert not app.exception, (page, [e.message for e in app.exception])
+        assert any(damaged.name in e.value and damaged.parent.name in e.value for e in app.error), (page, app.error)
