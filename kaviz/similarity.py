@@ -1,4 +1,4 @@
-"""Representation similarity: CKA variants, orthogonal Procrustes, SVCCA/PWCCA, all-pairs CKA.
+"""Representation similarity: CKA variants, all-pairs CKA, and (from :mod:`kaviz.cca`) Procrustes, SVCCA, PWCCA.
 
 Rules shared by every function here (attention maps live in :mod:`kaviz.attention_metrics`):
 
@@ -13,7 +13,7 @@ Rules shared by every function here (attention maps live in :mod:`kaviz.attentio
 * Zero-variance rule: a representation whose column-centred values are all zero (every row
   identical, e.g. a fully pruned layer emitting a constant) has no geometry to compare. Any
   similarity involving it (itself included) is 0.0 and its Procrustes distance is 2.0, never NaN.
-  "All zero" means centred Frobenius norm <= ``ZERO_VAR_RTOL`` x the uncentred one.
+  "All zero" means centred Frobenius norm <= ``kaviz.reps.ZERO_VAR_RTOL`` x the uncentred one.
 * ValueError for a non-2-D or non-finite input, a row-count mismatch (naming both shapes), too
   few rows for the estimator, or an unknown metric name (listing the known ones).
 """
@@ -33,80 +33,10 @@ from kaviz.attention_metrics import (  # noqa: F401
     attention_kl,
     attention_table,
 )
+from kaviz.cca import procrustes, procrustes_similarity, pwcca, svcca  # noqa: F401  (listed in METRICS)
+from kaviz.reps import _F64, _centre, _check_rep, _check_same_rows, _f64, _pair, _unit
 
 Metric = Callable[..., float]  # (x (n, d1), y (n, d2), **options) -> float
-
-ZERO_VAR_RTOL = 1e-10
-_F64 = torch.float64
-
-
-# ---------------------------------------------------------------- validation and centring
-
-
-def _check_rep(x: torch.Tensor, name: str) -> None:
-    if not isinstance(x, torch.Tensor):
-        raise ValueError(f"{name} must be a torch.Tensor of shape (n, d), got {type(x).__name__}")
-    if x.ndim != 2:
-        raise ValueError(f"{name} must have shape (n, d), got shape {tuple(x.shape)}")
-    if x.is_complex() or x.dtype == torch.bool:
-        raise ValueError(f"{name} must be a real-valued tensor, got dtype {x.dtype}")
-
-
-def _f64(x: torch.Tensor, name: str) -> torch.Tensor:
-    """``x`` as float64 on its device, rejecting NaN/inf."""
-    x = x.detach().to(_F64)
-    if not bool(torch.isfinite(x).all()):
-        raise ValueError(f"{name} (shape {tuple(x.shape)}) contains NaN or inf values")
-    return x
-
-
-def _check_same_rows(reps: Sequence[tuple[str, torch.Tensor]], min_rows: int) -> None:
-    (name0, x0), *rest = reps
-    for name, x in rest:
-        if x.shape[0] != x0.shape[0]:
-            raise ValueError(
-                f"{name0} and {name} must have the same number of rows n, "
-                f"got {name0} {tuple(x0.shape)} and {name} {tuple(x.shape)}"
-            )
-        if x.device != x0.device:
-            raise ValueError(f"{name0} is on {x0.device} but {name} is on {x.device}")
-    if x0.shape[0] < min_rows:
-        raise ValueError(f"need at least {min_rows} rows (examples), got {name0} of shape {tuple(x0.shape)}")
-
-
-def _pair(
-    x: torch.Tensor, y: torch.Tensor, min_rows: int = 2
-) -> tuple[tuple[torch.Tensor, bool], tuple[torch.Tensor, bool]]:
-    """Validate x (n, d1), y (n, d2) -> (centred float64 x, x has zero variance), same for y."""
-    _check_rep(x, "x")
-    _check_rep(y, "y")
-    _check_same_rows([("x", x), ("y", y)], min_rows)
-    return _centre(x, "x"), _centre(y, "y")
-
-
-def _centre(x: torch.Tensor, name: str = "x") -> tuple[torch.Tensor, bool]:
-    """Column-centred float64 copy of ``x`` (n, d) and whether it has zero variance; rejects NaN/inf."""
-    xc = x.detach().to(_F64, copy=True)  # (n, d), never aliases the caller's tensor
-    mean = xc.mean(0, keepdim=True)  # (1, d); NaN/inf anywhere in a column makes its mean non-finite
-    if not bool(torch.isfinite(mean).all()):
-        raise ValueError(f"{name} (shape {tuple(x.shape)}) contains NaN or inf values")
-    xc.sub_(mean)
-    centred = torch.linalg.vector_norm(xc)
-    total = (centred**2 + x.shape[0] * mean.square().sum()).sqrt()  # ||x||_F without another pass
-    return xc, bool(centred <= ZERO_VAR_RTOL * total)
-
-
-def _unit(v: torch.Tensor | float) -> float:
-    return min(max(float(v), 0.0), 1.0)
-
-
-def _row_space(xc: torch.Tensor) -> torch.Tensor:
-    """``(n, min(n, d))`` matrix Z with Z Zᵀ = xc xcᵀ: same Gram, Frobenius and nuclear norms of
-    cross products; used when d > n so that later products are n x n rather than d x d."""
-    if xc.shape[1] <= xc.shape[0]:
-        return xc
-    u, s, _ = torch.linalg.svd(xc, full_matrices=False)  # u (n, n), s (n,)
-    return u * s  # (n, n)
 
 
 # ---------------------------------------------------------------- kernels and HSIC
@@ -251,88 +181,6 @@ def unbiased_cka(x: torch.Tensor, y: torch.Tensor) -> float:
     """Full-batch CKA from unbiased HSIC_1 (Song et al. 2012) of linear Grams: one batch of all n rows."""
     _check_rep(x, "x")
     return minibatch_cka(x, y, batch_size=x.shape[0])
-
-
-# ---------------------------------------------------------------- Procrustes and CCA
-
-
-def procrustes_similarity(x: torch.Tensor, y: torch.Tensor) -> float:
-    """||X̂ᵀ Ŷ||_* in [0, 1] for centred, Frobenius-normalised X̂ (n, d1), Ŷ (n, d2)."""
-    (xc, zx), (yc, zy) = _pair(x, y)
-    if zx or zy:
-        return 0.0
-    xr, yr = _row_space(xc / torch.linalg.norm(xc)), _row_space(yc / torch.linalg.norm(yc))
-    return _unit(torch.linalg.svdvals(xr.T @ yr).sum())
-
-
-def procrustes(x: torch.Tensor, y: torch.Tensor) -> float:
-    """Orthogonal Procrustes distance of Ding et al. 2021, in [0, 2] (0 = identical up to rotation).
-
-    2 - 2 ||X̂ᵀŶ||_* on centred, Frobenius-normalised X̂, Ŷ; equal to min over orthogonal R of
-    ||X̂ R - Ŷ||²_F (the narrower one zero-padded when widths differ).
-    """
-    return 2.0 - 2.0 * procrustes_similarity(x, y)
-
-
-def _svd_basis(xc: torch.Tensor, keep: float, max_dims: int) -> torch.Tensor:
-    """Orthonormal ``(n, k)`` basis of the top singular directions of centred ``xc`` (n, d).
-
-    k = fewest directions whose variance share reaches ``keep``, capped by the numerical rank
-    and ``max_dims``.
-    """
-    u, s, _ = torch.linalg.svd(xc, full_matrices=False)  # u (n, r), s (r,)
-    rank = int((s > s[0] * max(xc.shape) * torch.finfo(_F64).eps).sum())
-    share = torch.cumsum(s * s, 0) / (s * s).sum()  # (r,)
-    k = int((share < keep - 1e-12).sum()) + 1
-    return u[:, : max(1, min(k, rank, max_dims))]  # (n, k)
-
-
-def _cca_inputs(
-    x: torch.Tensor, y: torch.Tensor, keep: float, rows_per_dim: float
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor] | None:
-    if not 0.0 < keep <= 1.0:
-        raise ValueError(f"keep must be in (0, 1], got {keep}")
-    if not rows_per_dim >= 1.0:
-        raise ValueError(f"rows_per_dim must be >= 1, got {rows_per_dim}")
-    (xc, zx), (yc, zy) = _pair(x, y, min_rows=3)
-    if zx or zy:
-        return None
-    max_dims = max(1, int(x.shape[0] / rows_per_dim))
-    return xc, yc, _svd_basis(xc, keep, max_dims), _svd_basis(yc, keep, max_dims)
-
-
-def svcca(x: torch.Tensor, y: torch.Tensor, keep: float = 0.99, rows_per_dim: float = 5.0) -> float:
-    """SVCCA (Raghu et al. 2017) of ``x`` (n, d1), ``y`` (n, d2): mean canonical correlation, in [0, 1].
-
-    Each side keeps its top singular directions explaining ``keep`` of the variance, at most
-    ``n // rows_per_dim`` of them (the n < d rule: CCA of k directions from n rows drifts to all
-    ones as k -> n, so dimensions are reduced, highest variance first, to keep >= rows_per_dim
-    rows per dimension). Mean of the min(k_x, k_y) canonical correlations.
-    """
-    parts = _cca_inputs(x, y, keep, rows_per_dim)
-    if parts is None:
-        return 0.0
-    _, _, ux, uy = parts
-    return _unit(torch.linalg.svdvals(ux.T @ uy).clamp(0.0, 1.0).mean())
-
-
-def pwcca(x: torch.Tensor, y: torch.Tensor, rows_per_dim: float = 5.0) -> float:
-    """Projection-weighted CCA (Morcos et al. 2018) of ``x`` (n, d1), ``y`` (n, d2), in [0, 1].
-
-    CCA on all numerically non-zero directions (capped as in :func:`svcca`); the canonical
-    correlations ρ_i are weighted by α_i = Σ_j |<h_i, z_j>| with h_i the unit canonical variates
-    and z_j the centred neurons of the side with fewer CCA directions (x on a tie), normalised
-    to sum 1. Not symmetric in x, y. Morcos et al.'s code adds the neuron means back before
-    weighting; here neurons are centred, so the weights do not depend on activation offsets.
-    """
-    parts = _cca_inputs(x, y, 1.0, rows_per_dim)
-    if parts is None:
-        return 0.0
-    xc, yc, ux, uy = parts
-    a, rho, bh = torch.linalg.svd(ux.T @ uy, full_matrices=False)  # a (kx, k), rho (k,), bh (k, ky)
-    h, z = (ux @ a, xc) if ux.shape[1] <= uy.shape[1] else (uy @ bh.T, yc)  # h (n, k) orthonormal
-    alpha = (h.T @ z).abs().sum(1)  # (k,)
-    return _unit((alpha * rho.clamp(0.0, 1.0)).sum() / alpha.sum())
 
 
 # ---------------------------------------------------------------- registry
