@@ -56,6 +56,18 @@ def make_accelerator(device: str, batch_size: int) -> Any:
     )
 
 
+def device_label(device: torch.device) -> str:
+    """'cpu (2 threads)', 'cuda (NVIDIA H200)', with the process count of a data-parallel launch."""
+    if device.type == "cuda" and torch.cuda.is_available():
+        label = f"cuda ({torch.cuda.get_device_name(device)})"
+    elif device.type == "cpu":
+        label = f"cpu ({torch.get_num_threads()} threads)"
+    else:
+        label = str(device)
+    n = world_size()
+    return label + (f" x {n} processes" if n > 1 else "")
+
+
 def mask_digest(model: nn.Module) -> str:
     """sha256 of which prunable encoder weights are zero: equal digests mean equal masks."""
     h = hashlib.sha256()

@@ -25,7 +25,7 @@ from kaviz.methods import METHODS, Outcome, finetune
 from kaviz.models import encoder_params, load_classifier, load_pretrained, load_tokenizer, pick_device, resolve_source
 from kaviz.pruning import sparsity_summary, sparsity_table
 from kaviz.store import Run, RunStore, unit_id
-from kaviz.train import make_loader, predict
+from kaviz.train import make_loader, predict, resolve_precision
 
 
 def plan_units(cfg: RunConfig) -> list[dict]:
@@ -274,6 +274,9 @@ class Pipeline:
             if keep and not out.info.get("source"):
                 run.save_checkpoint(name, out.model)
             rows = [{"metric": k, "value": float(v)} for k, v in metrics.items()]
+            if out.result is not None:  # where it was trained, for provenance
+                out.info.setdefault("device", parallel.device_label(ctx.device))
+                out.info.setdefault("precision", resolve_precision(self.cfg.training.precision, ctx.device))
             run.finish_unit(name, rows, info=out.info, tables=tables)
             if ctx.accelerator is not None:
                 parallel.record(run.path, self.rank, name, metrics, out.model)

@@ -174,3 +174,10 @@ def test_kill_and_resume_redoes_at_most_one_unit(tmp_path):
     redone = units[units.attempts > 1]
     assert len(redone) <= 1  # at most the unit in flight
     assert not set(redone.index) & done_before  # finished units were kept
+
+
+def test_trained_units_record_where_they_ran(tiny_run):
+    units = tiny_run.manifest["units"]
+    teacher = units["finetuned"]["info"]
+    assert teacher["device"].startswith("cpu (") and teacher["precision"] == "fp32"
+    assert "device" not in units["pretrained"]["info"]  # nothing was trained there
