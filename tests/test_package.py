@@ -5,6 +5,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -27,7 +29,7 @@ def test_no_module_unpickles():
 
 
 def test_app_binds_to_localhost_by_default():
-    import tomllib
+    tomllib = pytest.importorskip("tomllib")  # Python >= 3.11
 
     cfg = tomllib.loads((ROOT / ".streamlit" / "config.toml").read_text())
     assert cfg["server"]["address"] == "localhost"
