@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import os
 import random
-import subprocess
 import sys
 import tempfile
 import time
@@ -33,7 +32,7 @@ os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # quiet checkpoint s
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
 from tests import test_app_compare_newrun as fixture  # noqa: E402
-from tests.test_browser import ARGS, CHROMIUM, WITH_CHARTS, free_port, wait_healthy  # noqa: E402
+from tests.test_browser import ARGS, CHROMIUM, WITH_CHARTS, start_streamlit, stop_streamlit  # noqa: E402
 
 WARM_TARGET = 1.5
 COLD_TARGET = 5.0
@@ -53,28 +52,6 @@ def build_runs(root: Path, n: int) -> None:
             over["pruning"] = {"learning_rate": 1e-4}
         fixture.RUNS[name] = (teacher, drop, over)
         fixture.make_run(root, name)
-
-
-def start_server(script: str, cwd: Path, runs: Path, log: Path) -> tuple[subprocess.Popen, str]:
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    env = {**os.environ, "KAVIZ_RUNS": str(runs), "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
-    cmd = [sys.executable, "-m", "streamlit", "run", script, "--server.headless", "true"]
-    cmd += ["--server.port", str(port), "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false"]
-    cmd += ["--server.fileWatcherType", "none"]
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-    wait_healthy(url, proc, timeout=90)
-    return proc, url
-
-
-def stop_server(proc: subprocess.Popen) -> None:
-    proc.terminate()
-    try:
-        proc.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
 
 
 def timed_visit(page, url: str, charts: bool, timeout: float = 120.0) -> tuple[float, str]:
@@ -185,9 +162,9 @@ def main(argv: list[str] | None = None) -> int:
 
         procs = []
         try:
-            proc, url = start_server("app.py", ROOT, runs, tmp / "app.log")
+            proc, url = start_streamlit("app.py", ROOT, runs, tmp / "app.log")
             procs.append(proc)
-            bproc, burl = start_server("baseline.py", trivial, runs, tmp / "baseline.log")
+            bproc, burl = start_streamlit("baseline.py", trivial, runs, tmp / "baseline.log")
             procs.append(bproc)
             with sync_playwright() as p:
                 browser = p.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
@@ -216,7 +193,7 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         finally:
             for proc in procs:
-                stop_server(proc)
+                stop_streamlit(proc)
 
     b_cold, b_warm, _ = base
     print(f"\nstore: {args.runs} runs; warm = mean of {args.revisits} revisits; Chromium headless")

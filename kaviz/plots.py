@@ -266,6 +266,13 @@ def stage_diagram(units: pd.DataFrame, scores: dict[str, float] | None = None) -
 # ----- per-matrix sparsity ------------------------------------------------------------------------
 
 
+def layer_role_grid(df: pd.DataFrame, value: str, *, dropna: bool = True) -> tuple[pd.DataFrame, list[str]]:
+    """``value`` averaged per layer (rows, ascending) and matrix role (columns, in ROLE_ORDER first)."""
+    grid = df.pivot_table(index="layer", columns="role", values=value, aggfunc="mean", dropna=dropna)
+    roles = [r for r in ROLE_ORDER if r in grid.columns] + [r for r in grid.columns if r not in ROLE_ORDER]
+    return grid.reindex(columns=roles).sort_index(), roles
+
+
 def sparsity_heatmap(sparsity_table: pd.DataFrame, unit: str | None = None) -> go.Figure:
     """Measured sparsity of each encoder matrix, layer (rows, layer 0 on top) x role (columns).
 
@@ -282,9 +289,7 @@ def sparsity_heatmap(sparsity_table: pd.DataFrame, unit: str | None = None) -> g
             df = df[df["unit"] == unit]
     if df.empty:
         raise ValueError(f"no sparsity rows for unit {unit!r}")
-    grid = df.pivot_table(index="layer", columns="role", values="sparsity", aggfunc="mean")
-    roles = [r for r in ROLE_ORDER if r in grid.columns] + [r for r in grid.columns if r not in ROLE_ORDER]
-    grid = grid.reindex(columns=roles).sort_index()
+    grid, roles = layer_role_grid(df, "sparsity")
     fig = go.Figure(
         go.Heatmap(
             z=grid.to_numpy(),

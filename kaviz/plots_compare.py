@@ -12,7 +12,7 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from kaviz.plots import MARKER_METHODS, ROLE_ORDER, STAGE_COLORS, method_color
+from kaviz.plots import MARKER_METHODS, STAGE_COLORS, layer_role_grid, method_color
 
 RUN_DASHES = ("solid", "dash", "dot", "dashdot", "longdash", "longdashdot")
 RUN_SYMBOLS = ("circle", "square", "diamond", "triangle-up", "x", "star")
@@ -180,9 +180,7 @@ def mask_overlap_heatmap(overlap: pd.DataFrame, title: str = "") -> go.Figure:
 
     ``overlap`` is :func:`kaviz.compare.mask_overlap` (layer, role, jaccard, ...)."""
     _check(overlap, ["layer", "role", "jaccard"], "mask overlap")
-    grid = overlap.pivot_table(index="layer", columns="role", values="jaccard", aggfunc="mean", dropna=False)
-    roles = [r for r in ROLE_ORDER if r in grid.columns] + [r for r in grid.columns if r not in ROLE_ORDER]
-    grid = grid.reindex(columns=roles).sort_index()
+    grid, roles = layer_role_grid(overlap, "jaccard", dropna=False)
     fig = go.Figure(
         go.Heatmap(
             z=grid.to_numpy(),

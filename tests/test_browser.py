@@ -55,30 +55,43 @@ def wait_healthy(url: str, proc: subprocess.Popen, timeout: float = 40.0) -> Non
     raise AssertionError(f"streamlit did not answer on {url} within {timeout}s")
 
 
+def start_streamlit(script: str, cwd: Path, runs: Path, log: Path, timeout: float = 90) -> tuple[subprocess.Popen, str]:
+    """``streamlit run script`` headless on a free localhost port with ``KAVIZ_RUNS=runs``; (process, url)."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    env = {**os.environ, "KAVIZ_RUNS": str(runs), "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+    cmd = [sys.executable, "-m", "streamlit", "run", script, "--server.headless", "true"]
+    cmd += ["--server.port", str(port), "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false"]
+    cmd += ["--server.fileWatcherType", "none"]
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        wait_healthy(url, proc, timeout=timeout)
+    except BaseException:
+        stop_streamlit(proc)
+        raise
+    return proc, url
+
+
+def stop_streamlit(proc: subprocess.Popen) -> None:
+    proc.terminate()
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     runs = tmp_path_factory.mktemp("runs")
     for name in RUNS:
         make_run(runs, name)
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    env = {**os.environ, "KAVIZ_RUNS": str(runs), "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
-    cmd = [sys.executable, "-m", "streamlit", "run", APP, "--server.headless", "true"]
-    cmd += ["--server.port", str(port), "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false"]
-    cmd += ["--server.fileWatcherType", "none"]
-    log = tmp_path_factory.mktemp("log") / "streamlit.log"
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    proc, url = start_streamlit(APP, ROOT, runs, tmp_path_factory.mktemp("log") / "streamlit.log")
     try:
-        wait_healthy(url, proc)
         yield url
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_streamlit(proc)
 
 
 def settle(page, charts: bool, timeout: float = 45.0) -> None:
