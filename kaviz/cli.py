@@ -236,7 +236,7 @@ def build_parser() -> argparse.ArgumentParser:
     e = sub.add_parser(
         "export",
         help="write a run's tidy metrics table",
-        description="Columns: " + "run, stage, method, sparsity, seed, unit, metric, value",
+        description="Columns: run, stage, method, sparsity, seed, budget (student epochs), unit, metric, value",
     )
     e.add_argument("run", help="run folder, e.g. runs/demo-tiny")
     e.add_argument("--format", choices=["csv", "json"], default="csv")

@@ -97,6 +97,12 @@ class TrainingConfig:
         "Training precision: 'auto' is bf16 autocast on a CUDA GPU that supports it and float32 elsewhere.",
         default="auto",
     )
+    plateau_delta: float | None = _help(
+        "Teacher: evaluate on dev after every epoch and stop once one more epoch gains less than this many "
+        "points (score x100); `epochs` is then the most it trains and the best epoch is kept. Unset: train "
+        "`epochs` (or `max_steps`) straight through.",
+        default=None,
+    )
 
 
 @dataclass
@@ -159,6 +165,22 @@ class AnalysisConfig:
 
 
 @dataclass
+class GridBlock:
+    """Further student units beyond ``methods x sparsities`` at the main seed and budget."""
+
+    methods: list[str] = _help("Methods of the block; empty means the run's `methods`.", default_factory=list)
+    sparsities: list[float] = _help(
+        "Sparsities of the block; empty means the run's `sparsities`.", default_factory=list
+    )
+    seeds: list[int] = _help("Seeds of the block; empty means the run's `seed`.", default_factory=list)
+    budgets: list[float] = _help(
+        "Student budgets of the block in epochs of the training set; empty means the main budget "
+        "(`pruning.epochs` / `max_steps`). Ignored by methods that do not train (oneshot-magnitude).",
+        default_factory=list,
+    )
+
+
+@dataclass
 class RunConfig:
     name: str = _help("Run name: letters, digits, '.', '_' and '-' (the folder in the runs store).", default="run")
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -175,6 +197,11 @@ class RunConfig:
     extra_seeds: list[int] = _help("Further student seeds (for spread over seeds).", default_factory=list)
     extra_seed_sparsities: list[float] | None = _help(
         "Sparsities that get the extra seeds; unset means all.", default=None
+    )
+    extra_units: list[GridBlock] = _help(
+        "Further grid blocks (methods x sparsities x seeds x budgets), e.g. more seeds at one sparsity or "
+        "budget curves: [{methods: [knowledge-aware], sparsities: [0.95], budgets: [0.25, 0.5, 1]}].",
+        default_factory=list,
     )
     save_checkpoints: bool = _help("Save each unit's weights (safetensors) in the run.", default=True)
     import_students: list[str] = _help(
@@ -269,6 +296,24 @@ class RunConfig:
                     p.append(f"extra_seed_sparsities: {s} is not in sparsities {self.sparsities}")
         if self.seed in self.extra_seeds:
             p.append(f"extra_seeds: {self.seed} repeats the main seed")
+        for i, b in enumerate(self.extra_units):
+            where = f"extra_units[{i}]"
+            for m in b.methods:
+                if m not in METHODS:
+                    hint = difflib.get_close_matches(m, METHODS, n=1)
+                    p.append(
+                        f"{where}.methods: unknown method {m!r}"
+                        + (f" (did you mean {hint[0]!r}?)" if hint else "")
+                        + f"; known: {', '.join(METHODS)}"
+                    )
+            for s in b.sparsities:
+                if not 0.0 < s < 1.0:
+                    p.append(f"{where}.sparsities: {s} is outside (0, 1)")
+            for bud in b.budgets:
+                if not bud > 0:
+                    p.append(f"{where}.budgets: {bud} must be > 0 (epochs of the training set)")
+            if not b.methods and not self.methods:
+                p.append(f"{where}.methods: the run has no methods to default to")
         t = self.task
         if t.name not in ("demo", "custom", *GLUE_TASKS):
             hint = difflib.get_close_matches(t.name.lower(), ("demo", "custom", *GLUE_TASKS), n=1)
@@ -305,6 +350,10 @@ class RunConfig:
             p.append(f"training.warmup_ratio: must be in [0, 1), got {tr.warmup_ratio}")
         if tr.weight_decay < 0:
             p.append(f"training.weight_decay: must be >= 0, got {tr.weight_decay}")
+        if tr.plateau_delta is not None and tr.plateau_delta < 0:
+            p.append(f"training.plateau_delta: must be >= 0 (points), got {tr.plateau_delta}")
+        if tr.plateau_delta is not None and tr.max_steps is not None:
+            p.append("training.plateau_delta: stops by epochs; leave training.max_steps unset")
         if tr.num_threads is not None and tr.num_threads < 1:
             p.append(f"training.num_threads: must be >= 1, got {tr.num_threads}")
         dev = tr.device

@@ -29,6 +29,7 @@ UNIT_FIELDS = (
     "method",
     "sparsity",
     "seed",
+    "budget",
     "status",
     "started",
     "finished",
@@ -52,9 +53,16 @@ def valid_name(name: Any, what: str) -> str:
         raise StoreError(str(e)) from None
 
 
-def unit_id(stage: str, method: str | None = None, sparsity: float | None = None, seed: int | None = None) -> str:
+def unit_id(
+    stage: str,
+    method: str | None = None,
+    sparsity: float | None = None,
+    seed: int | None = None,
+    budget: float | None = None,
+) -> str:
     """The id of a unit (:mod:`kaviz.store` names its folder after it): ``"pretrained"``, ``"finetuned"`` or
-    ``"pruned_<method>_s<sparsity:g>_seed<seed>"``, e.g. ``"pruned_knowledge-aware_s0.9_seed42"``."""
+    ``"pruned_<method>_s<sparsity:g>_seed<seed>"``, e.g. ``"pruned_knowledge-aware_s0.9_seed42"``; a unit
+    trained at a budget other than the run's main one ends in ``_ep<epochs:g>`` (``..._seed42_ep0.25``)."""
     if stage not in STAGES:
         raise StoreError(f"stage {stage!r} is not one of {', '.join(STAGES)}")
     if stage != "pruned":
@@ -65,7 +73,8 @@ def unit_id(stage: str, method: str | None = None, sparsity: float | None = None
     missing = [k for k, v in (("method", method), ("sparsity", sparsity), ("seed", seed)) if v is None]
     if missing:
         raise StoreError(f"a 'pruned' unit needs {', '.join(missing)}")
-    return valid_name(f"pruned_{method}_s{float(sparsity):g}_seed{int(seed)}", "unit id")
+    tail = "" if budget is None else f"_ep{float(budget):g}"
+    return valid_name(f"pruned_{method}_s{float(sparsity):g}_seed{int(seed)}{tail}", "unit id")
 
 
 # ----- time and provenance ------------------------------------------------------------------------
@@ -183,12 +192,13 @@ def plan_units(units: list[dict]) -> dict[str, dict[str, Any]]:
             raise StoreError(f"units[{i}]: unit {uid!r} is planned twice")
         if u.get("stage") not in STAGES:
             raise StoreError(f"units[{i}] ({uid}): stage {u.get('stage')!r} is not one of {', '.join(STAGES)}")
-        sparsity, seed = u.get("sparsity"), u.get("seed")
+        sparsity, seed, budget = u.get("sparsity"), u.get("seed"), u.get("budget")
         planned[uid] = {
             "stage": u["stage"],
             "method": u.get("method"),
             "sparsity": None if sparsity is None else float(sparsity),
             "seed": None if seed is None else int(seed),
+            "budget": None if budget is None else float(budget),
             "status": "pending",
             "started": None,
             "finished": None,
@@ -270,6 +280,7 @@ def units_frame(m: dict[str, Any]) -> pd.DataFrame:
     df = pd.DataFrame(rows, columns=["unit", *UNIT_FIELDS])
     df["sparsity"] = pd.to_numeric(df["sparsity"]).astype("float64")
     df["seed"] = pd.to_numeric(df["seed"]).astype("Int64")
+    df["budget"] = pd.to_numeric(df["budget"]).astype("float64")
     df["seconds"] = pd.to_numeric(df["seconds"]).astype("float64")
     df["attempts"] = pd.to_numeric(df["attempts"]).astype("Int64")
     return df

@@ -50,15 +50,34 @@ def plan_units(cfg: RunConfig) -> list[dict]:
                 "seed": cfg.seed,
             }
         )
+    main_budget = cfg.pruning.epochs if cfg.pruning.max_steps is None else None
+    seen = {u["unit"] for u in units}
+
+    def add(m: str, s: float, seed: int, budget: float | None) -> None:
+        trains = m != "oneshot-magnitude"
+        if not trains and budget is not None and budget != main_budget:
+            return  # a budget means nothing to a method that does not train
+        extra = budget is not None and budget != main_budget
+        uid = unit_id("pruned", m, s, seed, budget if extra else None)
+        if uid in seen:
+            return
+        seen.add(uid)
+        b = (budget if extra else main_budget) if trains else None
+        units.append({"unit": uid, "stage": "pruned", "method": m, "sparsity": s, "seed": seed, "budget": b})
+
     extra_at = cfg.sparsities if cfg.extra_seed_sparsities is None else cfg.extra_seed_sparsities
     for seed in [cfg.seed, *cfg.extra_seeds]:
         for s in sorted(cfg.sparsities):
             if seed != cfg.seed and s not in extra_at:
                 continue
             for m in cfg.methods:
-                units.append(
-                    {"unit": unit_id("pruned", m, s, seed), "stage": "pruned", "method": m, "sparsity": s, "seed": seed}
-                )
+                add(m, s, seed, main_budget)
+    for block in cfg.extra_units:
+        for budget in block.budgets or [main_budget]:
+            for seed in block.seeds or [cfg.seed]:
+                for s in sorted(block.sparsities or cfg.sparsities):
+                    for m in block.methods or cfg.methods:
+                        add(m, s, seed, budget)
     return units
 
 
@@ -262,14 +281,19 @@ class Pipeline:
             metrics.update(sparsity_summary(out.model, ref))
             tables = {"sparsity": sparsity_table(out.model)}
             if out.result is not None:
+                seen = out.result.steps * self.cfg.training.batch_size
                 metrics.update(
                     {
                         "train_steps": float(out.result.steps),
+                        "examples_seen": float(seen),
+                        "budget_epochs": seen / max(1, ctx.n_train),
                         "train_seconds": out.result.seconds,
                         "final_loss": out.result.final_loss,
                     }
                 )
                 tables["history"] = pd.DataFrame(out.result.history)
+                if out.result.epochs:
+                    tables["epochs"] = pd.DataFrame(out.result.epochs)
             keep = self.cfg.save_checkpoints or u["stage"] == "finetuned"
             if keep and not out.info.get("source"):
                 run.save_checkpoint(name, out.model)
@@ -308,7 +332,11 @@ class Pipeline:
         imports = {label: path for label, path, _ in parse_imports(self.cfg.import_students)}
         if method in imports:
             return Outcome(ctx._load(imports[method]), None, {"source": imports[method]})
-        return METHODS[method](ctx, sparsity, seed)
+        main_budget = self.cfg.pruning.epochs if self.cfg.pruning.max_steps is None else None
+        budget = u.get("budget")
+        if budget is None or budget == main_budget:  # methods written for (ctx, sparsity, seed) keep working
+            return METHODS[method](ctx, sparsity, seed)
+        return METHODS[method](ctx, sparsity, seed, budget=budget)
 
 
 def summary_table(run: Run) -> pd.DataFrame:

@@ -14,7 +14,7 @@ import pandas as pd
 from kaviz import atomic
 from kaviz.manifest import StoreError
 
-METRIC_COLUMNS = ["run", "stage", "method", "sparsity", "seed", "unit", "metric", "value"]
+METRIC_COLUMNS = ["run", "stage", "method", "sparsity", "seed", "budget", "unit", "metric", "value"]
 _STR_COLUMNS = ("run", "stage", "method", "unit", "metric")
 _PANDAS3 = int(pd.__version__.split(".")[0]) >= 3
 
@@ -31,6 +31,7 @@ def _typed_metrics(df: pd.DataFrame) -> pd.DataFrame:
         out[c] = _str_col(out[c])
     out["sparsity"] = pd.to_numeric(out["sparsity"]).astype("float64")
     out["seed"] = pd.to_numeric(out["seed"]).astype("Int64")
+    out["budget"] = pd.to_numeric(out["budget"]).astype("float64")
     out["value"] = pd.to_numeric(out["value"]).astype("float64")
     return out
 
@@ -72,6 +73,7 @@ def metric_rows(run_id: str, unit: str, u: dict[str, Any], metrics: pd.DataFrame
         df[col] = val
     df["sparsity"] = float("nan") if u.get("sparsity") is None else float(u["sparsity"])
     df["seed"] = pd.array([u.get("seed")] * len(df), dtype="Int64")
+    df["budget"] = float("nan") if u.get("budget") is None else float(u["budget"])
     try:
         df["value"] = pd.to_numeric(df["value"])
     except (TypeError, ValueError) as e:
@@ -85,6 +87,8 @@ def read_metrics(paths: list[Path]) -> pd.DataFrame:
     frames = []
     for path in paths:
         df = read_parquet(path)
+        if "budget" not in df.columns and "seed" in df.columns:  # written before budgets were a grid axis
+            df.insert(list(df.columns).index("seed") + 1, "budget", float("nan"))
         missing = [c for c in METRIC_COLUMNS if c not in df.columns]
         if missing:
             raise StoreError(f"{path}: metrics table lacks column(s) {missing}")

@@ -33,6 +33,7 @@ class TrainResult:
     steps: int
     seconds: float
     history: list[dict[str, float]] = field(default_factory=list)
+    epochs: list[dict[str, float]] = field(default_factory=list)  # per-epoch dev scores, when evaluated
 
     @property
     def final_loss(self) -> float:
@@ -135,8 +136,12 @@ def train_loop(
     log_every: int = 10,
     precision: str = "fp32",
     accelerator: Any = None,
+    should_stop: Callable[[int], bool] | None = None,
 ) -> TrainResult:
     """Run ``steps`` AdamW steps (linear warm-up, then constant lr, as the paper).
+
+    ``should_stop(step)`` is asked after every step (after ``on_step``); True ends training there
+    (the teacher's epoch-wise plateau stop).
 
     With an ``accelerate.Accelerator`` the student (with ``extra_modules``) is wrapped for
     data-parallel training and each process trains on its slice of every batch; ``model`` itself
@@ -177,8 +182,13 @@ def train_loop(
             running = {}
             bar.set_postfix(loss=f"{row['loss']:.4f}")
         bar.update(1)
+        if should_stop is not None and should_stop(step):
+            if running:
+                n = step % log_every
+                history.append({"step": float(step), **{k: float(v) / n for k, v in running.items()}})
+            break
     bar.close()
-    return TrainResult(steps=steps, seconds=time.perf_counter() - start, history=history)
+    return TrainResult(steps=step, seconds=time.perf_counter() - start, history=history)
 
 
 @torch.no_grad()

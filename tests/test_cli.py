@@ -59,7 +59,7 @@ def test_tiny_demo_exports_every_stage_and_method(tmp_path):
     assert "demo-tiny" in listing and "complete" in listing
     code, csv = run_cli("export", str(out / "demo-tiny"), "--format", "csv")
     df = pd.read_csv(io.StringIO(csv))
-    assert list(df.columns[:8]) == ["run", "stage", "method", "sparsity", "seed", "unit", "metric", "value"]
+    assert list(df.columns[:9]) == ["run", "stage", "method", "sparsity", "seed", "budget", "unit", "metric", "value"]
     assert set(df.stage) == {"pretrained", "finetuned", "pruned"}
     pruned = df[(df.stage == "pruned") & (df.metric == "encoder_sparsity")]
     assert set(pruned.method) == set(METHODS)

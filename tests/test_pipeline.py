@@ -181,3 +181,108 @@ def test_trained_units_record_where_they_ran(tiny_run):
     teacher = units["finetuned"]["info"]
     assert teacher["device"].startswith("cpu (") and teacher["precision"] == "fp32"
     assert "device" not in units["pretrained"]["info"]  # nothing was trained there
+
+
+def test_plan_units_budget_blocks():
+    """extra_units adds (method, sparsity, seed, budget) units; the main budget keeps its old ids,
+    a budget equal to it is not planned twice, and a method that does not train gets no budgets."""
+    cfg = tiny_config(
+        methods=["oneshot-magnitude", "knowledge-aware"],
+        sparsities=[0.9],
+        pruning={"epochs": 2.0, "learning_rate": 1e-3, "mask_updates": 3},
+        extra_units=[
+            {"sparsities": [0.9], "seeds": [43]},
+            {"budgets": [0.25, 2.0]},
+        ],
+    )
+    units = {u["unit"]: u for u in plan_units(cfg)}
+    assert list(units)[2:] == [
+        "pruned_oneshot-magnitude_s0.9_seed42",
+        "pruned_knowledge-aware_s0.9_seed42",
+        "pruned_oneshot-magnitude_s0.9_seed43",
+        "pruned_knowledge-aware_s0.9_seed43",
+        "pruned_knowledge-aware_s0.9_seed42_ep0.25",
+    ]
+    assert units["pruned_knowledge-aware_s0.9_seed42"]["budget"] == 2.0
+    assert units["pruned_knowledge-aware_s0.9_seed42_ep0.25"]["budget"] == 0.25
+    assert units["pruned_oneshot-magnitude_s0.9_seed42"]["budget"] is None
+
+
+def test_budget_units_train_their_budget_and_export_it(tmp_path):
+    cfg = tiny_config(
+        methods=["gradual-magnitude"],
+        sparsities=[0.5],
+        pruning={"epochs": 0.2, "learning_rate": 1e-3, "mask_updates": 3},
+        extra_units=[{"budgets": [0.1]}],
+        analysis={"enabled": False},
+    )
+    run = Pipeline(cfg, RunStore(tmp_path), progress=False).run()
+    m = run.metrics()
+    steps = m[m.metric == "train_steps"].set_index("unit").value
+    assert steps["pruned_gradual-magnitude_s0.5_seed42"] == 2  # ceil(160 / 16 * 0.2)
+    assert steps["pruned_gradual-magnitude_s0.5_seed42_ep0.1"] == 1
+    budgets = m[m.metric == "budget_epochs"].set_index("unit")
+    assert budgets.loc["pruned_gradual-magnitude_s0.5_seed42_ep0.1", "budget"] == 0.1
+    assert budgets.loc["pruned_gradual-magnitude_s0.5_seed42_ep0.1", "value"] == pytest.approx(16 / 160)
+    seen = m[m.metric == "examples_seen"].set_index("unit").value
+    assert seen["pruned_gradual-magnitude_s0.5_seed42"] == 32
+    assert run.units().set_index("unit").budget["pruned_gradual-magnitude_s0.5_seed42"] == 0.2
+
+
+def test_teacher_stops_at_its_plateau_and_keeps_the_best_epoch(tmp_path, monkeypatch):
+    """plateau_delta: dev score after every epoch; training stops once an epoch gains < delta points,
+    the per-epoch curve is stored, and the kept teacher scores the best epoch's score."""
+    from kaviz import methods
+
+    scores = iter([0.60, 0.70, 0.703, 0.9])  # epoch 3 gains 0.3 points < 0.5: stop there, keep epoch 3
+
+    def fake_eval(model):
+        s = next(scores)
+        return {"accuracy": s, "score": s}
+
+    cfg = tiny_config(
+        methods=["oneshot-magnitude"],
+        sparsities=[0.5],
+        training={"epochs": 10, "batch_size": 16, "learning_rate": 1e-3, "num_threads": 1, "plateau_delta": 0.5},
+        analysis={"enabled": False},
+    )
+    ctx_eval = []
+    real = methods.PlateauStop.__init__
+
+    def init(self, model, evaluate, spe, delta):
+        ctx_eval.append(spe)
+        real(self, model, fake_eval, spe, delta)
+
+    monkeypatch.setattr(methods.PlateauStop, "__init__", init)
+    run = Pipeline(cfg, RunStore(tmp_path), progress=False).run()
+    spe = ctx_eval[0]
+    assert spe == 10  # 160 examples / batch 16
+    epochs = run.unit_table("epochs")
+    assert list(epochs.epoch) == [1, 2, 3]
+    assert list(epochs.score) == pytest.approx([0.60, 0.70, 0.703])
+    info = run.manifest["units"]["finetuned"]["info"]
+    assert info["epochs_trained"] == 3 and info["best_epoch"] == 3 and info["stopped_at_plateau"]
+    m = run.metrics()
+    assert m[(m.unit == "finetuned") & (m.metric == "train_steps")].value.item() == 30
+
+
+def test_plateau_stop_keeps_the_best_weights():
+    import torch
+
+    from kaviz.methods import PlateauStop
+
+    model = torch.nn.Linear(2, 1)
+    seq = iter([0.8, 0.7])
+
+    def ev(m):
+        s = next(seq)
+        return {"score": s}
+
+    stop = PlateauStop(model, ev, steps_per_epoch=1, delta=0.5)
+    best = model.weight.detach().clone()
+    assert stop(1) is False
+    with torch.no_grad():
+        model.weight.add_(1.0)
+    assert stop(2) is True  # lost 10 points
+    assert stop.restore_best() == 1
+    assert torch.equal(model.weight, best)
