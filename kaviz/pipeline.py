@@ -13,6 +13,7 @@ import time
 import traceback
 from collections.abc import Callable
 
+import numpy as np
 import pandas as pd
 import torch
 from torch import nn
@@ -169,13 +170,19 @@ class Context:
             lengths=self.train_lengths,
         )
 
-    def evaluate(self, model: nn.Module) -> dict[str, float]:
+    def predict_dev(self, model: nn.Module) -> tuple[np.ndarray, np.ndarray]:
+        """Logits ``(n_dev, num_labels)`` and labels ``(n_dev,)`` on the dev split, in order."""
         loader = make_loader(
             self.encoded["dev"], self.collator, self.cfg.training.eval_batch_size, shuffle=False, device=self.device
         )
-        logits, labels = predict(model, loader, self.device)
+        return predict(model, loader, self.device)
+
+    def scores(self, logits: np.ndarray, labels: np.ndarray) -> dict[str, float]:
         scores = compute_metrics(self.spec, logits, labels)
         return {**scores, "score": scores[self.spec.main_metric]}
+
+    def evaluate(self, model: nn.Module) -> dict[str, float]:
+        return self.scores(*self.predict_dev(model))
 
 
 class Pipeline:
@@ -276,10 +283,11 @@ class Pipeline:
         t0 = time.perf_counter()
         try:
             out = self._execute(ctx, u)
-            metrics = ctx.evaluate(out.model)
+            logits, labels = ctx.predict_dev(out.model)
+            metrics = ctx.scores(logits, labels)
             ref = ctx.teacher_encoder_params() if u["stage"] == "pruned" else None
             metrics.update(sparsity_summary(out.model, ref))
-            tables = {"sparsity": sparsity_table(out.model)}
+            tables = {"sparsity": sparsity_table(out.model), "predictions": prediction_table(ctx.spec, logits, labels)}
             if out.result is not None:
                 seen = out.result.steps * self.cfg.training.batch_size
                 metrics.update(
@@ -337,6 +345,18 @@ class Pipeline:
         if budget is None or budget == main_budget:  # methods written for (ctx, sparsity, seed) keep working
             return METHODS[method](ctx, sparsity, seed)
         return METHODS[method](ctx, sparsity, seed, budget=budget)
+
+
+def prediction_table(spec, logits: np.ndarray, labels: np.ndarray) -> pd.DataFrame:
+    """One row per dev example, in order: example, label, prediction (class id, or the score for
+    regression). What bootstrap intervals over dev examples resample (``kaviz.evidence``)."""
+    logits = np.asarray(logits)
+    if spec.is_regression:
+        pred = logits.reshape(len(logits), -1)[:, 0].astype("float64")
+    else:
+        pred = logits.argmax(axis=-1).astype("float64")
+    y = np.asarray(labels).reshape(len(labels), -1)[:, 0].astype("float64")
+    return pd.DataFrame({"example": np.arange(len(y), dtype="int64"), "label": y, "prediction": pred})
 
 
 def summary_table(run: Run) -> pd.DataFrame:

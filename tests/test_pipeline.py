@@ -286,3 +286,19 @@ def test_plateau_stop_keeps_the_best_weights():
     assert stop(2) is True  # lost 10 points
     assert stop.restore_best() == 1
     assert torch.equal(model.weight, best)
+
+
+def test_units_store_their_dev_predictions(tiny_run):
+    """Every unit keeps its dev predictions, and they reproduce the stored score exactly."""
+    from kaviz.data import load_task
+    from kaviz.tasks_base import compute_metrics
+
+    preds = tiny_run.unit_table("predictions")
+    m = tiny_run.metrics()
+    spec = load_task(RunConfig.from_dict(tiny_run.config).task, seed=42).spec
+    for unit, df in preds.groupby("unit"):
+        assert list(df.example) == list(range(len(df)))
+        got = compute_metrics(spec, df.prediction.to_numpy().astype(int), df.label.to_numpy().astype(int))
+        want = m[(m.unit == unit) & (m.metric == spec.main_metric)].value.item()
+        assert got[spec.main_metric] == pytest.approx(want, abs=1e-12), unit
+    assert set(preds.unit) == set(m.unit)
