@@ -71,13 +71,17 @@ def _print_summary(run) -> None:
     print(f"\nrun stored in {run.path}")
 
 
-def _execute(cfg: RunConfig, out: str, resume: bool, quiet: bool, analyze: bool = True) -> int:
+def _execute(
+    cfg: RunConfig, out: str, resume: bool, quiet: bool, analyze: bool = True, unit_parallel: bool = False
+) -> int:
     from kaviz.pipeline import Pipeline
     from kaviz.store import RunStore
+    from kaviz.unit_parallel import UnitParallelPipeline
 
-    pipe = Pipeline(cfg, RunStore(out), resume=resume, progress=not quiet, echo=None if quiet else _stderr)
+    kind = UnitParallelPipeline if unit_parallel else Pipeline
+    pipe = kind(cfg, RunStore(out), resume=resume, progress=not quiet, echo=None if quiet else _stderr)
     run = pipe.run()
-    if pipe.rank != 0:  # data-parallel launch: the main process reports and analyses
+    if pipe.rank != 0:  # several processes: the main one reports and analyses
         return 0
     _print_summary(run)
     if analyze and cfg.analysis.enabled:
@@ -105,7 +109,7 @@ def cmd_run(a: argparse.Namespace) -> int:
         cfg = RunConfig.from_dict(_set_overrides(cfg.to_dict(), a.set))
     if a.name:
         cfg = RunConfig.from_dict({**cfg.to_dict(), "name": a.name})
-    return _execute(cfg, a.out, a.resume, a.quiet, analyze=not a.no_analyze)
+    return _execute(cfg, a.out, a.resume, a.quiet, analyze=not a.no_analyze, unit_parallel=a.unit_parallel)
 
 
 def cmd_demo(a: argparse.Namespace) -> int:
@@ -210,6 +214,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="override a field, e.g. --set pruning.max_steps=200 --set 'sparsities=[0.5,0.9]'",
     )
     r.add_argument("--name", help="override the run name")
+    r.add_argument(
+        "--unit-parallel",
+        action="store_true",
+        help="under torchrun --nproc_per_node N: train the teacher once, then give each process whole "
+        "student units (instead of splitting every batch, the data-parallel default)",
+    )
     common(r)
     r.set_defaults(fn=cmd_run)
 

@@ -56,15 +56,16 @@ def make_accelerator(device: str, batch_size: int) -> Any:
     )
 
 
-def device_label(device: torch.device) -> str:
-    """'cpu (2 threads)', 'cuda (NVIDIA H200)', with the process count of a data-parallel launch."""
+def device_label(device: torch.device, processes: int | None = None) -> str:
+    """'cpu (2 threads)', 'cuda (NVIDIA H200)', with the process count of a data-parallel launch
+    (``processes``; default: the launch's ``WORLD_SIZE``)."""
     if device.type == "cuda" and torch.cuda.is_available():
         label = f"cuda ({torch.cuda.get_device_name(device)})"
     elif device.type == "cpu":
         label = f"cpu ({torch.get_num_threads()} threads)"
     else:
         label = str(device)
-    n = world_size()
+    n = world_size() if processes is None else processes
     return label + (f" x {n} processes" if n > 1 else "")
 
 

@@ -276,9 +276,12 @@ class Pipeline:
         run.log(msg)
         self.echo(msg)
 
-    def _run_unit(self, ctx: Context, run: Run, u: dict) -> None:
+    def _run_unit(self, ctx: Context, run: Run, u: dict, claimed: bool = False) -> None:
+        """Train (or load), evaluate and store one unit; ``claimed``: already marked running by
+        :meth:`Run.claim_unit` (unit-parallel launches)."""
         name = u["unit"]
-        run.start_unit(name)
+        if not claimed:
+            run.start_unit(name)
         self._log(run, f"start {name}")
         t0 = time.perf_counter()
         try:
@@ -307,7 +310,8 @@ class Pipeline:
                 run.save_checkpoint(name, out.model)
             rows = [{"metric": k, "value": float(v)} for k, v in metrics.items()]
             if out.result is not None:  # where it was trained, for provenance
-                out.info.setdefault("device", parallel.device_label(ctx.device))
+                procs = 1 if ctx.accelerator is None else ctx.accelerator.num_processes
+                out.info.setdefault("device", parallel.device_label(ctx.device, procs))
                 out.info.setdefault("precision", resolve_precision(self.cfg.training.precision, ctx.device))
             run.finish_unit(name, rows, info=out.info, tables=tables)
             if ctx.accelerator is not None:

@@ -279,6 +279,30 @@ class Run:
             for f in d.glob("*.parquet"):
                 f.unlink(missing_ok=True)
 
+    def claim_unit(self, candidates: list[str], worker: str) -> str | None:
+        """Take the first of ``candidates`` that is pending (or failed) and mark it running for
+        ``worker``, atomically under the run's lock; ``None`` when every one is taken or done.
+
+        This is how the processes of a unit-parallel launch share one grid: a unit is claimed once.
+        """
+
+        def change(m: dict[str, Any]) -> str | None:
+            for uid in candidates:
+                u = self._unit(m, uid)
+                if u["status"] in ("pending", "failed"):
+                    mf.mark_running(u)
+                    u["worker"] = str(worker)
+                    return uid
+            return None
+
+        uid = self._update(change)
+        if uid is not None:
+            d = self._unit_dir(uid)
+            if d.is_dir():
+                for f in d.glob("*.parquet"):
+                    f.unlink(missing_ok=True)
+        return uid
+
     def finish_unit(
         self,
         unit: str,
