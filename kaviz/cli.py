@@ -160,6 +160,13 @@ def cmd_export(a: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_feature(a: argparse.Namespace) -> int:
+    run = _open_run(a.run)
+    run.set_featured(not a.off)
+    print(f"{run.run_id}: " + ("no longer featured" if a.off else "featured (the app opens on it)"))
+    return 0
+
+
 def cmd_copy(a: argparse.Namespace) -> int:
     run = _open_run(a.run)
     dest = run.copy_to(a.dest, include_checkpoints=a.checkpoints)
@@ -282,6 +289,15 @@ def build_parser() -> argparse.ArgumentParser:
     cp.add_argument("dest", help="destination runs folder")
     cp.add_argument("--checkpoints", action="store_true", help="also copy the safetensors checkpoints")
     cp.set_defaults(fn=cmd_copy)
+
+    ft = sub.add_parser(
+        "feature",
+        help="mark a run as a showcase the app opens on",
+        description="Featured runs lead the app's run picker (marked ★), before the newest runs.",
+    )
+    ft.add_argument("run", help="run folder, e.g. assets/runs/showcase-sst2")
+    ft.add_argument("--off", action="store_true", help="remove the mark")
+    ft.set_defaults(fn=cmd_feature)
 
     im = sub.add_parser(
         "import",

@@ -300,4 +300,5 @@ def summary(m: dict[str, Any]) -> dict[str, Any]:
         "methods": ", ".join(map(str, methods)),
         "n_units": len(statuses),
         "n_done": statuses.count("done"),
+        "featured": bool(m.get("featured")),
     }

@@ -58,6 +58,7 @@ LIST_COLUMNS = [
     "methods",
     "n_units",
     "n_done",
+    "featured",
     "path",
     "error",
 ]
@@ -251,6 +252,14 @@ class Run:
             m["updated"] = mf.now()
             atomic.write_json(self.path / MANIFEST, m)
         return result
+
+    @property
+    def featured(self) -> bool:
+        return bool(self.manifest.get("featured"))
+
+    def set_featured(self, on: bool = True) -> None:
+        """Mark the run as a showcase: the app opens on featured runs before the newest ones."""
+        self._update(lambda m: m.__setitem__("featured", bool(on)))
 
     def set_status(self, status: str) -> None:
         if status not in RUN_STATUSES:

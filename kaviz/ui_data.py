@@ -55,8 +55,9 @@ def folders_from_environ(extra: Iterable[str] = ()) -> list[str]:
 
 
 def list_runs(folders: Sequence[str]) -> pd.DataFrame:
-    """Runs in all ``folders``: RunStore.list_runs rows plus ``folder``, newest first over all
-    folders, unreadable runs (status ``"unreadable"``, reason in ``error``) last.
+    """Runs in all ``folders``: RunStore.list_runs rows plus ``folder``; featured runs (showcases,
+    :meth:`kaviz.store.Run.set_featured`) first, then newest first over all folders, unreadable runs
+    (status ``"unreadable"``, reason in ``error``) last.
 
     A folder that does not exist lists nothing.
     """
@@ -64,16 +65,18 @@ def list_runs(folders: Sequence[str]) -> pd.DataFrame:
     if not frames:
         return pd.DataFrame(columns=[*LIST_COLUMNS, "folder"])
     df = pd.concat(frames, ignore_index=True)
-    df = df.assign(_bad=df["status"].eq("unreadable"))
-    df = df.sort_values(["_bad", "created"], ascending=[True, False], na_position="last", kind="stable")
-    return df.drop(columns="_bad").reset_index(drop=True)
+    df = df.assign(_bad=df["status"].eq("unreadable"), _plain=~df["featured"].fillna(False).astype(bool))
+    df = df.sort_values(["_bad", "_plain", "created"], ascending=[True, True, False], na_position="last", kind="stable")
+    return df.drop(columns=["_bad", "_plain"]).reset_index(drop=True)
 
 
 def run_label(row: pd.Series | dict) -> str:
     """``"demo-tiny · complete · 22/22 units · runs"``: how the run picker shows a run."""
     done, total = row.get("n_done"), row.get("n_units")
     units = f" · {done}/{total} units" if pd.notna(done) and pd.notna(total) else ""
-    return f"{row['run_id']} · {row['status']}{units} · {Path(str(row['folder'])).name}"
+    featured = row.get("featured")
+    star = "★ " if featured is not None and pd.notna(featured) and bool(featured) else ""
+    return f"{star}{row['run_id']} · {row['status']}{units} · {Path(str(row['folder'])).name}"
 
 
 # ----- metrics tables ------------------------------------------------------------------------------

@@ -101,3 +101,18 @@ def test_list_runs_over_folders(tmp_path):
     assert runs.loc[0, "folder"] == str(tmp_path / "two")
     assert ui_data.run_label(runs.iloc[0]) == "new · running · 0/1 units · two"
     assert ui_data.list_runs([str(tmp_path / "missing")]).empty
+
+
+def test_featured_runs_lead_the_listing(tmp_path):
+    from kaviz.store import RunStore
+
+    store = RunStore(tmp_path / "r")
+    for name in ("old-showcase", "newer", "newest"):
+        store.create_run({"name": name}, units=[{"unit": "pretrained", "stage": "pretrained"}])
+    store.open_run("old-showcase").set_featured()
+    runs = ui_data.list_runs([str(tmp_path / "r")])
+    assert list(runs.run_id) == ["old-showcase", "newest", "newer"]
+    assert ui_data.run_label(runs.iloc[0]).startswith("★ old-showcase")
+    assert not ui_data.run_label(runs.iloc[1]).startswith("★")
+    store.open_run("old-showcase").set_featured(False)
+    assert list(ui_data.list_runs([str(tmp_path / "r")]).run_id) == ["newest", "newer", "old-showcase"]
