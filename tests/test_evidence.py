@@ -1,0 +1,117 @@
+"""kaviz.evidence: vectorised metrics against kaviz.tasks_base, the constant answer by hand,
+bootstrap intervals against the normal approximation, and summaries of hand-made runs."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from kaviz import evidence
+from kaviz.store import RunStore
+from kaviz.tasks_base import METRICS
+
+
+@pytest.mark.parametrize("metric", ["accuracy", "f1", "matthews"])
+def test_batched_metrics_match_the_reference(metric):
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        y = rng.integers(0, 2, 50)
+        p = np.where(rng.random(50) < 0.7, y, 1 - y)
+        assert evidence.metric_value(metric, p, y) == pytest.approx(METRICS[metric](p, y), abs=1e-12)
+    y = np.ones(10, dtype=int)
+    assert evidence.metric_value("matthews", y, y) == METRICS["matthews"](y, y) == 0.0  # constant: 0, not NaN
+
+
+def test_constant_answer_by_hand():
+    y = np.array([1] * 68 + [0] * 32)
+    acc, cls = evidence.constant_answer("accuracy", y)
+    assert (acc, cls) == (0.68, 1.0)
+    f1, cls = evidence.constant_answer("f1", y)
+    assert f1 == pytest.approx(2 * 0.68 / 1.68) and cls == 1.0  # "always equivalent": 0.81 on MRPC
+    assert evidence.constant_answer("matthews", y)[0] == 0.0
+
+
+def test_bootstrap_over_examples_matches_the_normal_interval():
+    rng = np.random.default_rng(1)
+    n, acc = 2000, 0.8
+    y = rng.integers(0, 2, n)
+    p = np.where(np.arange(n) < acc * n, y, 1 - y)
+    mean, lo, hi = evidence.bootstrap([p], y, "accuracy", n_boot=4000)
+    half = 1.96 * math.sqrt(acc * (1 - acc) / n)
+    assert mean == pytest.approx(acc)
+    assert (hi - lo) / 2 == pytest.approx(half, rel=0.1)
+    perfect = evidence.bootstrap([y], y, "accuracy", n_boot=200)
+    assert perfect == (1.0, 1.0, 1.0)
+
+
+def test_bootstrap_over_seeds_widens_with_seed_spread():
+    rng = np.random.default_rng(2)
+    n = 1000
+    y = rng.integers(0, 2, n)
+    good = np.where(np.arange(n) < 900, y, 1 - y)
+    bad = np.where(np.arange(n) < 600, y, 1 - y)
+    one = evidence.bootstrap([good], y, "accuracy")
+    two = evidence.bootstrap([good, bad], y, "accuracy")
+    assert two[0] == pytest.approx(0.75)
+    assert two[2] - two[1] > 3 * (one[2] - one[1])
+    assert two[1] < 0.65 and two[2] > 0.85  # the seed draw can give both bad or both good
+
+
+def _run_with_units(tmp_path, rows):
+    """A run with hand-made units: rows of (unit, stage, method, sparsity, seed, budget, accuracy, preds)."""
+    units = [
+        {"unit": u, "stage": st, "method": m, "sparsity": s, "seed": sd, "budget": b}
+        for u, st, m, s, sd, b, _, _ in rows
+    ]
+    run = RunStore(tmp_path).create_run({"name": "r", "task": {"name": "sst2"}}, units=units)
+    for u, _, _, _, _, b, acc, (pred, y) in rows:
+        run.start_unit(u)
+        seen = [] if b is None else [{"metric": "examples_seen", "value": b * 100}]
+        run.finish_unit(
+            u,
+            [{"metric": "accuracy", "value": acc}, {"metric": "score", "value": acc}, *seen],
+            tables={"predictions": pd.DataFrame({"example": np.arange(len(y)), "label": y, "prediction": pred})},
+        )
+    return run
+
+
+def test_summary_of_a_run(tmp_path):
+    y = np.array([0, 1] * 50)
+    right, wrong90 = y.copy(), y.copy()
+    wrong90[:10] = 1 - wrong90[:10]
+    const = np.ones_like(y)
+    rows = [
+        ("finetuned", "finetuned", "finetuned", 0.0, 42, None, 1.0, (right, y)),
+        ("pruned_ka_s0.9_seed42", "pruned", "ka", 0.9, 42, 2.0, 0.9, (wrong90, y)),
+        ("pruned_ka_s0.9_seed43", "pruned", "ka", 0.9, 43, 2.0, 1.0, (right, y)),
+        ("pruned_gm_s0.9_seed42", "pruned", "gm", 0.9, 42, 2.0, 0.5, (const, y)),
+    ]
+    run = _run_with_units(tmp_path, rows)
+    s = evidence.summary(run, ("accuracy",), n_boot=500)
+    ka = s[s.method == "ka"].iloc[0]
+    assert ka.seeds == 2 and ka["mean"] == pytest.approx(0.95) and ka.teacher == 1.0
+    assert ka.low < 0.95 < ka.high and ka.constant == 0.5 and ka.of_teacher == pytest.approx(0.95)
+    gm = s[s.method == "gm"].iloc[0]
+    assert gm["mean"] == 0.5 and gm.low <= 0.5 <= gm.high
+    assert set(evidence.separated(s, "accuracy").method) == {"finetuned", "ka"}
+    res = evidence.unit_results(run)
+    assert list(res.columns[:7]) == evidence.RESULT_COLUMNS and len(res) == 4
+
+
+def test_overtakes_reads_the_curve():
+    t = pd.DataFrame(
+        {
+            "method": ["ka"] * 4 + ["gm"] * 4,
+            "budget": [0.25, 0.5, 1, 2] * 2,
+            "mean": [0.5, 0.7, 0.8, 0.85, 0.6, 0.65, 0.82, 0.8],
+            "sparsity": 0.95,
+            "metric": "accuracy",
+        }
+    )
+    assert evidence.overtakes(t, "ka", "gm", 0.95, "accuracy") == 2  # ahead at 0.5, behind at 1, ahead at 2
+    assert evidence.overtakes(t, "gm", "ka", 0.95, "accuracy") is None
+    t.loc[t.method == "ka", "mean"] = 0.9
+    assert evidence.overtakes(t, "ka", "gm", 0.95, "accuracy") == 0.25
