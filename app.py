@@ -20,6 +20,7 @@ init_state()
 PAGES = [
     st.Page("pages/1_overview.py", title="Overview", icon=":material/dashboard:", default=True),
     st.Page("pages/2_accuracy_vs_sparsity.py", title="Accuracy vs sparsity", icon=":material/show_chart:"),
+    st.Page("pages/8_budget_curves.py", title="Budget curves", icon=":material/speed:"),
     st.Page("pages/3_knowledge_flow.py", title="Knowledge flow", icon=":material/account_tree:"),
     st.Page("pages/4_attention.py", title="Attention", icon=":material/grid_on:"),
     st.Page("pages/5_attribution.py", title="Attribution", icon=":material/format_color_text:"),

@@ -290,10 +290,10 @@ class Analyzer:
 
 
 def knowledge_table(run: Run, name: str = "knowledge") -> pd.DataFrame:
-    """A per-unit analysis table joined with each unit's stage, method, sparsity and seed."""
+    """A per-unit analysis table joined with each unit's stage, method, sparsity, seed and budget."""
     df = run.unit_table(name)
     if df.empty:
         return df
-    units = run.units()[["unit", "stage", "method", "sparsity", "seed"]]
+    units = run.units()[["unit", "stage", "method", "sparsity", "seed", "budget"]]
     out = units.merge(df, on="unit", how="inner")
     return out

@@ -80,6 +80,33 @@ def constant_answer(metric: str, labels: np.ndarray) -> tuple[float, float]:
     return best
 
 
+def score_metric(metrics: pd.DataFrame) -> str | None:
+    """The task metric that ``score`` (the task's main metric) is, read off a tidy metrics table:
+    the one equal to ``score`` on every unit; None when none is."""
+    wide = metrics.pivot_table(index="unit", columns="metric", values="value", aggfunc="first")
+    if "score" not in wide:
+        return None
+    for m in ("accuracy", "f1", "matthews", "pearson", "spearman"):
+        if m in wide and np.allclose(wide[m], wide["score"], equal_nan=True):
+            return m
+    return None
+
+
+def reference_levels(metrics: pd.DataFrame, predictions: pd.DataFrame, metric: str) -> dict[str, float]:
+    """{"fine-tuned teacher": value, "constant answer": value} of ``metric`` (``"score"`` allowed)
+    for score figures: the teacher from the metrics table, the best constant answer from the dev
+    labels in a ``predictions`` unit table (classification metrics only)."""
+    out: dict[str, float] = {}
+    teacher = metrics[(metrics["stage"] == "finetuned") & (metrics["metric"] == metric)]
+    if len(teacher):
+        out["fine-tuned teacher"] = float(teacher["value"].iloc[0])
+    name = score_metric(metrics) if metric == "score" else metric
+    if len(predictions) and name in CLASS_METRICS:
+        first = predictions[predictions["unit"] == predictions["unit"].iloc[0]].sort_values("example")
+        out["constant answer"] = constant_answer(name, first["label"].to_numpy())[0]
+    return out
+
+
 def bootstrap(
     preds: list[np.ndarray], labels: np.ndarray, metric: str, *, n_boot: int = 2000, level: float = 0.95, seed: int = 0
 ) -> tuple[float, float, float]:

@@ -82,6 +82,28 @@ def run_label(row: pd.Series | dict) -> str:
 # ----- metrics tables ------------------------------------------------------------------------------
 
 
+def main_budget(config: dict) -> float | None:
+    """The run's main student budget in epochs (``pruning.epochs``), or None when ``pruning.max_steps``
+    sets it in steps (then only units off the main budget carry a budget)."""
+    pr = config.get("pruning") or {}
+    if pr.get("max_steps") is not None:
+        return None
+    epochs = pr.get("epochs")
+    return None if epochs is None else float(epochs)
+
+
+def at_main_budget(df: pd.DataFrame, config: dict) -> pd.DataFrame:
+    """Rows of units at the run's main student budget, and of units without one (stages, one-shot,
+    imports): what every by-sparsity view shows. Units of budget curves (``extra_units`` budgets)
+    are left to the budget views. A table without a ``budget`` column is returned as it is."""
+    if "budget" not in df.columns or df.empty:
+        return df
+    b = pd.to_numeric(df["budget"], errors="coerce")
+    main = main_budget(config)
+    keep = b.isna() if main is None else (b.isna() | ((b - main).abs() < 1e-9))
+    return df[keep].reset_index(drop=True)
+
+
 def task_metrics(metrics: pd.DataFrame) -> list[str]:
     """The task metrics present in a tidy metrics table, in TASK_METRICS order."""
     present = set(metrics["metric"].dropna().unique())

@@ -79,6 +79,14 @@ def read(fn, *args):
 
 @st.cache_data(show_spinner=False, max_entries=64)
 def run_metrics(folder: str, run_id: str, updated: str) -> pd.DataFrame:
+    """The metrics of the units at the run's main student budget (what by-sparsity views show)."""
+    run = RunStore(folder).open_run(run_id)
+    return ui_data.at_main_budget(run.metrics(), run.config)
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def run_metrics_all(folder: str, run_id: str, updated: str) -> pd.DataFrame:
+    """Every unit's metrics, budget-curve units included."""
     return RunStore(folder).open_run(run_id).metrics()
 
 
@@ -172,10 +180,15 @@ NO_CHECKPOINT_MESSAGE = (
 
 
 @st.cache_data(show_spinner="Reading knowledge tables…", max_entries=64)
-def run_knowledge(folder: str, run_id: str, updated: str, name: str = "knowledge") -> pd.DataFrame:
+def run_knowledge(
+    folder: str, run_id: str, updated: str, name: str = "knowledge", all_budgets: bool = False
+) -> pd.DataFrame:
+    """A knowledge table of the units at the main student budget (``all_budgets``: of every unit)."""
     from kaviz.analysis import knowledge_table
 
-    return knowledge_table(RunStore(folder).open_run(run_id), name)
+    run = RunStore(folder).open_run(run_id)
+    table = knowledge_table(run, name)
+    return table if all_budgets else ui_data.at_main_budget(table, run.config)
 
 
 def require_knowledge(key: RunKey) -> pd.DataFrame:

@@ -147,3 +147,41 @@ def test_every_page_renders(server, tmp_path):
             assert seen["compare_runs"][1] == 5  # accuracy, knowledge, difference, mask overlap, heads
         finally:
             browser.close()
+
+
+@pytest.fixture(scope="module")
+def showcase_server(tmp_path_factory):
+    from tests.test_app_budget import make_budget_run
+
+    runs = tmp_path_factory.mktemp("showcase_runs")
+    make_budget_run(runs, "showcase")
+    make_run(runs, next(iter(RUNS)))  # newer, not featured
+    proc, url = start_streamlit(APP, ROOT, runs, tmp_path_factory.mktemp("log") / "streamlit.log")
+    try:
+        yield url
+    finally:
+        stop_streamlit(proc)
+
+
+def test_app_opens_on_the_showcase_and_draws_budget_curves(showcase_server, tmp_path):
+    sync_api = pytest.importorskip("playwright.sync_api")
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            page.goto(showcase_server)
+            settle(page, charts=False)
+            picker = page.locator('[data-testid="stSidebar"] [data-testid="stSelectbox"]').first
+            shown = picker.inner_text() + " " + " ".join(
+                picker.locator("input").evaluate_all("els => els.map(e => e.value || e.getAttribute('aria-label') || '')")
+            )
+            assert "★ showcase" in shown or "★ showcase" in page.locator('[data-testid="stSidebar"]').inner_text(), shown
+            page.goto(f"{showcase_server}/budget_curves")
+            settle(page, charts=True)
+            assert page.locator("h1").first.inner_text() == "Budget curves"
+            assert not page.locator('[data-testid="stException"]').count()
+            assert not page.locator('[data-testid="stAlertContentError"]').count()
+            assert page.locator(".js-plotly-plot").count() == 2  # score and per-layer CKA against budget
+            page.screenshot(path=str(tmp_path / "budget_curves.png"), full_page=True)
+        finally:
+            browser.close()

@@ -115,3 +115,15 @@ def test_overtakes_reads_the_curve():
     assert evidence.overtakes(t, "gm", "ka", 0.95, "accuracy") is None
     t.loc[t.method == "ka", "mean"] = 0.9
     assert evidence.overtakes(t, "ka", "gm", 0.95, "accuracy") == 0.25
+
+
+def test_reference_levels_name_the_score_metric(tmp_path):
+    y = np.array([1] * 7 + [0] * 3)
+    rows = [
+        ("finetuned", "finetuned", "finetuned", 0.0, 42, None, 0.9, (y, y)),
+    ]
+    run = _run_with_units(tmp_path, rows)
+    m = run.metrics()
+    assert evidence.score_metric(m) == "accuracy"
+    levels = evidence.reference_levels(m, run.unit_table("predictions"), "score")
+    assert levels == {"fine-tuned teacher": 0.9, "constant answer": 0.7}
