@@ -172,10 +172,18 @@ def test_app_opens_on_the_showcase_and_draws_budget_curves(showcase_server, tmp_
             page.goto(showcase_server)
             settle(page, charts=False)
             picker = page.locator('[data-testid="stSidebar"] [data-testid="stSelectbox"]').first
-            shown = picker.inner_text() + " " + " ".join(
-                picker.locator("input").evaluate_all("els => els.map(e => e.value || e.getAttribute('aria-label') || '')")
+            shown = (
+                picker.inner_text()
+                + " "
+                + " ".join(
+                    picker.locator("input").evaluate_all(
+                        "els => els.map(e => e.value || e.getAttribute('aria-label') || '')"
+                    )
+                )
             )
-            assert "★ showcase" in shown or "★ showcase" in page.locator('[data-testid="stSidebar"]').inner_text(), shown
+            assert "★ showcase" in shown or "★ showcase" in page.locator('[data-testid="stSidebar"]').inner_text(), (
+                shown
+            )
             page.goto(f"{showcase_server}/budget_curves")
             settle(page, charts=True)
             assert page.locator("h1").first.inner_text() == "Budget curves"
