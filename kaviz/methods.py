@@ -72,8 +72,16 @@ class PlateauStop:
     ``rows`` holds one dict per epoch: epoch, step, score (and the task's other dev metrics), seconds.
     """
 
-    def __init__(self, model: nn.Module, evaluate: Callable[[nn.Module], dict], steps_per_epoch: int, delta: float):
+    def __init__(
+        self,
+        model: nn.Module,
+        evaluate: Callable[[nn.Module], dict],
+        steps_per_epoch: int,
+        delta: float,
+        log: Callable[[str], None] | None = None,
+    ):
         self.model, self.evaluate, self.spe, self.delta = model, evaluate, steps_per_epoch, delta
+        self.log = log or (lambda msg: None)
         self.rows: list[dict[str, float]] = []
         self.best_score = float("-inf")
         self.best_state: dict[str, torch.Tensor] | None = None
@@ -89,6 +97,7 @@ class PlateauStop:
         self.rows.append(
             {"epoch": float(epoch), "step": float(step), **scores, "seconds": time.perf_counter() - self._t0}
         )
+        self.log(f"teacher epoch {epoch}: dev score {scores['score']:.4f} after {step} steps")
         if scores["score"] > self.best_score:
             self.best_score = scores["score"]
             self.best_state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
@@ -118,7 +127,7 @@ def finetune(ctx: Context, seed: int) -> Outcome:
     stop = None
     if tr.plateau_delta is not None:
         spe = num_steps(ctx.n_train, tr.batch_size, 1.0, None)
-        stop = PlateauStop(model, ctx.evaluate, spe, tr.plateau_delta)
+        stop = PlateauStop(model, ctx.evaluate, spe, tr.plateau_delta, log=ctx.run.log)
     res = _train(
         ctx,
         model,

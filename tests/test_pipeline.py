@@ -249,9 +249,9 @@ def test_teacher_stops_at_its_plateau_and_keeps_the_best_epoch(tmp_path, monkeyp
     ctx_eval = []
     real = methods.PlateauStop.__init__
 
-    def init(self, model, evaluate, spe, delta):
+    def init(self, model, evaluate, spe, delta, log=None):
         ctx_eval.append(spe)
-        real(self, model, fake_eval, spe, delta)
+        real(self, model, fake_eval, spe, delta, log)
 
     monkeypatch.setattr(methods.PlateauStop, "__init__", init)
     run = Pipeline(cfg, RunStore(tmp_path), progress=False).run()
@@ -264,6 +264,7 @@ def test_teacher_stops_at_its_plateau_and_keeps_the_best_epoch(tmp_path, monkeyp
     assert info["epochs_trained"] == 3 and info["best_epoch"] == 3 and info["stopped_at_plateau"]
     m = run.metrics()
     assert m[(m.unit == "finetuned") & (m.metric == "train_steps")].value.item() == 30
+    assert "teacher epoch 3: dev score 0.7030 after 30 steps" in run.log_path.read_text()  # progress as it goes
 
 
 def test_plateau_stop_keeps_the_best_weights():
