@@ -11,7 +11,7 @@ from pathlib import Path
 
 import streamlit as st
 
-from kaviz import ui_data
+from kaviz.views import ui_data
 from pages._common import EXTRA_FOLDERS, RUN, RUNS_LISTING, init_state
 
 st.set_page_config(page_title="kaviz", page_icon=":material/content_cut:", layout="wide")

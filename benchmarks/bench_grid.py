@@ -33,7 +33,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from kaviz.config import PACKAGED_MODEL, TINY_MODEL, RunConfig  # noqa: E402
+from kaviz.core.config import PACKAGED_MODEL, TINY_MODEL, RunConfig  # noqa: E402
 from kaviz.store import RunStore  # noqa: E402
 
 

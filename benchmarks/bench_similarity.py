@@ -26,7 +26,7 @@ from typing import Any
 
 import torch
 
-from kaviz.similarity import cka_matrix, linear_cka, minibatch_cka
+from kaviz.measure.similarity import cka_matrix, linear_cka, minibatch_cka
 
 MIB = 2**20
 

@@ -30,8 +30,8 @@ sys.path.insert(0, str(ROOT))
 
 import pandas as pd  # noqa: E402
 
-from kaviz.config import RunConfig  # noqa: E402
-from kaviz.pipeline import plan_units  # noqa: E402
+from kaviz.core.config import RunConfig  # noqa: E402
+from kaviz.stages.pipeline import plan_units  # noqa: E402
 from kaviz.store import RunStore  # noqa: E402
 
 TARGET_LIST_500 = 2.0

@@ -3,8 +3,8 @@
     python benchmarks/bench_train.py [--model packaged] [--batch 32] [--seq 64] [--steps 20]
                                      [--device auto] [--precision auto] [--profile]
 
-Every step is the real one: ``kaviz.train.train_loop`` with the same loss functions, optimizer and
-mask schedule the methods use (``kaviz.methods``), on fixed-length batches of random token ids
+Every step is the real one: ``kaviz.train.loop.train_loop`` with the same loss functions, optimizer and
+mask schedule the methods use (``kaviz.stages.methods``), on fixed-length batches of random token ids
 (no data needed). Baselines measured in the same run:
 
 - fine-tune step: forward + backward + AdamW on cross-entropy;
@@ -33,11 +33,11 @@ os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
 import torch  # noqa: E402
 
-from kaviz.config import PACKAGED_MODEL, TINY_MODEL, DistillConfig, ModelConfig  # noqa: E402
-from kaviz.methods import distill_objective  # noqa: E402
-from kaviz.models import load_pretrained, pick_device  # noqa: E402
-from kaviz.pruning import CubicPruner, MaskSet  # noqa: E402
-from kaviz.train import autocast, ce_loss, resolve_precision, train_loop  # noqa: E402
+from kaviz.core.config import PACKAGED_MODEL, TINY_MODEL, DistillConfig, ModelConfig  # noqa: E402
+from kaviz.stages.methods import distill_objective  # noqa: E402
+from kaviz.train.loop import autocast, ce_loss, resolve_precision, train_loop  # noqa: E402
+from kaviz.train.models import load_pretrained, pick_device  # noqa: E402
+from kaviz.train.pruning import CubicPruner, MaskSet  # noqa: E402
 
 
 def batches(n: int, batch: int, seq: int, vocab: int, seed: int = 0) -> list[dict]:

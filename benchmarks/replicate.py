@@ -35,8 +35,8 @@ os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 import pandas as pd  # noqa: E402
 
 from kaviz.cli import _set_overrides  # noqa: E402
-from kaviz.config import RunConfig  # noqa: E402
-from kaviz.pipeline import summary_table  # noqa: E402
+from kaviz.core.config import RunConfig  # noqa: E402
+from kaviz.stages.pipeline import summary_table  # noqa: E402
 from kaviz.store import RunStore, StoreError  # noqa: E402
 
 TASKS = {"sst2": "SST-2", "mrpc": "MRPC", "cola": "CoLA"}
@@ -55,13 +55,13 @@ def task_config(task: str, data: Path, overrides: list[str], suffix: str = "") -
 
 
 def run_task(cfg: RunConfig, out: Path, analyze: bool) -> None:
-    from kaviz.pipeline import Pipeline
+    from kaviz.stages.pipeline import Pipeline
 
     t0 = time.perf_counter()
     run = Pipeline(cfg, RunStore(out), resume=True, echo=lambda m: print(m, file=sys.stderr, flush=True)).run()
     print(f"{cfg.name}: units done in {time.perf_counter() - t0:.0f} s this session", file=sys.stderr)
     if analyze and cfg.analysis.enabled:
-        from kaviz.analysis import Analyzer
+        from kaviz.analysis.analyzer import Analyzer
 
         t0 = time.perf_counter()
         done = Analyzer(run).run()
@@ -111,7 +111,7 @@ def constant_baseline(cfg: RunConfig) -> float | None:
     """The dev score of the best constant answer (e.g. MRPC F1 of always 'equivalent'), x100."""
     import numpy as np
 
-    from kaviz.data import compute_metrics, load_task
+    from kaviz.data.tasks import compute_metrics, load_task
 
     try:
         task = load_task(cfg.task, seed=cfg.seed)

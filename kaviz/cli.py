@@ -7,7 +7,7 @@ import os
 import sys
 from pathlib import Path
 
-from kaviz.config import PACKAGED_MODEL, ConfigError, RunConfig
+from kaviz.core.config import PACKAGED_MODEL, ConfigError, RunConfig
 
 DEFAULT_RUNS = "runs"
 
@@ -60,7 +60,7 @@ def demo_config(tiny: bool = False, name: str | None = None) -> RunConfig:
 
 
 def _print_summary(run) -> None:
-    from kaviz.pipeline import summary_table
+    from kaviz.stages.pipeline import summary_table
 
     table = summary_table(run)
     if table.empty:
@@ -74,9 +74,9 @@ def _print_summary(run) -> None:
 def _execute(
     cfg: RunConfig, out: str, resume: bool, quiet: bool, analyze: bool = True, unit_parallel: bool = False
 ) -> int:
-    from kaviz.pipeline import Pipeline
+    from kaviz.stages.pipeline import Pipeline
+    from kaviz.stages.unit_parallel import UnitParallelPipeline
     from kaviz.store import RunStore
-    from kaviz.unit_parallel import UnitParallelPipeline
 
     kind = UnitParallelPipeline if unit_parallel else Pipeline
     pipe = kind(cfg, RunStore(out), resume=resume, progress=not quiet, echo=None if quiet else _stderr)
@@ -90,7 +90,7 @@ def _execute(
 
 
 def _analyze(run, force: bool, quiet: bool) -> list[str]:
-    from kaviz.analysis import Analyzer
+    from kaviz.analysis.analyzer import Analyzer
 
     done = Analyzer(run, progress=not quiet).run(force=force)
     print(f"analysed {len(done)} unit(s) of {run.run_id}" + ("" if done else " (all up to date)"), file=sys.stderr)
@@ -142,7 +142,7 @@ def cmd_analyze(a: argparse.Namespace) -> int:
 
 
 def cmd_export(a: argparse.Namespace) -> int:
-    from kaviz.analysis import knowledge_table
+    from kaviz.analysis.analyzer import knowledge_table
 
     run = _open_run(a.run)
     df = run.metrics() if a.table == "metrics" else knowledge_table(run, a.table)

@@ -26,12 +26,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from kaviz import atomic
-from kaviz.config import PACKAGED_MODEL, TINY_MODEL, ConfigError, RunConfig
-from kaviz.manifest import StoreError, now
-from kaviz.names import check_name
-from kaviz.store import RunStore
-from kaviz.ui_data import DEMO_RUNS, USER_RUNS, runs_folders
+from kaviz.core.config import PACKAGED_MODEL, TINY_MODEL, ConfigError, RunConfig
+from kaviz.core.names import check_name
+from kaviz.store import RunStore, atomic
+from kaviz.store.manifest import StoreError, now
+from kaviz.views.ui_data import DEMO_RUNS, USER_RUNS, runs_folders
 
 LAUNCH_DIR = ".launch"
 #: Starts the process; tests replace it (same signature as ``subprocess.Popen``).

@@ -5,7 +5,7 @@ import json
 import streamlit as st
 import yaml
 
-from kaviz import plots, ui_data
+from kaviz.views import plots, ui_data
 from pages._common import (
     RUN,
     downloads,

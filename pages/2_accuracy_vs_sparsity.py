@@ -2,7 +2,7 @@
 
 import streamlit as st
 
-from kaviz import plots, ui_data
+from kaviz.views import plots, ui_data
 from pages._common import curve, figure, read, require_run, run_metrics
 
 st.title("Accuracy vs sparsity")

@@ -3,18 +3,19 @@ model, the layer x layer CKA matrix of one unit, the linear probe per layer and 
 
 import streamlit as st
 
-from kaviz import plots_knowledge as pk
-from kaviz.ui_data import units_with
+from kaviz.core import schema
+from kaviz.views import plots_knowledge as pk
+from kaviz.views.ui_data import units_with
 from pages._common import figure, pick, read, require_knowledge, require_run, run_knowledge, run_units
 
 st.title("Knowledge flow")
 key = require_run()
 k = require_knowledge(key)
 run_id = key[1]
-layered = k[(k["head"] == -1) & (k["layer"] >= 0)]
-compared = layered[layered["reference"] != "self"]
+layered = schema.layer_rows(k)
+compared = schema.compared(layered)
 pruned = k[k["stage"] == "pruned"]
-ref_name = pk.REFERENCE_NAMES.get
+ref_name = schema.REFERENCE_NAMES.get
 pct = "{:.0%}".format
 
 st.subheader("Similarity per layer")
@@ -56,18 +57,18 @@ else:
     figure(pk.cka_heatmap(cka, unit, cref), pk.cka_matrix_table(cka, unit, cref), f"{unit}_cka_{cref}", "knowledge_cka")
 
 st.subheader("Linear probe per layer")
-probes = [m for m in dict.fromkeys(layered["metric"]) if m.startswith("probe_")]
+probes = schema.probe_metrics(layered)
 if not probes:
     st.info("No linear-probe scores in this run's knowledge tables.")
 else:
     probe = pick("Probe score", probes, "knowledge_probe")
-    table = pk.layer_table(k, probe, "self", methods=methods, sparsities=sparsities)
-    fig = pk.layer_lines(k, probe, "self", methods=methods, sparsities=sparsities)
+    table = pk.layer_table(k, probe, schema.SELF, methods=methods, sparsities=sparsities)
+    fig = pk.layer_lines(k, probe, schema.SELF, methods=methods, sparsities=sparsities)
     figure(fig, table, f"{run_id}_{probe}", "knowledge_probe")
     st.caption("A logistic (or ridge) probe trained on each layer's sentence features: task knowledge per layer.")
 
 st.subheader("General knowledge")
-general = [m for m in dict.fromkeys(k["metric"]) if m.startswith("general_")]
+general = schema.general_metrics(k)
 if not general:
     st.info("No general-knowledge probe in this run's knowledge tables.")
 else:

@@ -3,7 +3,8 @@ hatched), the change in attention entropy, and both models' maps for one sentenc
 
 import streamlit as st
 
-from kaviz import plots_knowledge as pk
+from kaviz.core import schema
+from kaviz.views import plots_knowledge as pk
 from pages._common import (
     attention_maps,
     figure,
@@ -20,7 +21,7 @@ TYPED = "Type a sentence…"
 st.title("Attention")
 key = require_run()
 k = require_knowledge(key)
-heads = k[(k["head"] >= 0) & (k["reference"] != "self")]
+heads = schema.compared(schema.head_rows(k))
 if heads.empty:
     st.info("No per-head attention comparison in this run's knowledge tables.")
     st.stop()

@@ -3,8 +3,8 @@ teacher's, over sparsity and per probe example, and both side by side for one se
 
 import streamlit as st
 
-from kaviz import plots_knowledge as pk
-from kaviz.ui_data import units_with
+from kaviz.views import plots_knowledge as pk
+from kaviz.views.ui_data import units_with
 from pages._common import (
     downloads,
     figure,

@@ -4,7 +4,8 @@ from pathlib import Path
 
 import streamlit as st
 
-from kaviz import compare, plots_compare, ui_data
+from kaviz.analysis import compare
+from kaviz.views import plots_compare, ui_data
 from pages._common import (
     all_runs,
     curve,

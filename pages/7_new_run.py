@@ -6,9 +6,10 @@ import os
 
 import streamlit as st
 
-from kaviz import launcher, ui_data
-from kaviz.config import GLUE_TASKS, METHODS, ConfigError, RunConfig
+from kaviz import launcher
+from kaviz.core.config import GLUE_TASKS, METHODS, ConfigError, RunConfig
 from kaviz.store import RunStore
+from kaviz.views import ui_data
 from pages._common import EXTRA_FOLDERS, leave_legacy_pages_mode
 
 HELP = {f: h for f, h, _ in RunConfig().help_table()}

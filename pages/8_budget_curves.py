@@ -3,7 +3,8 @@
 import numpy as np
 import streamlit as st
 
-from kaviz import evidence, plots_budget, ui_data
+from kaviz.analysis import evidence
+from kaviz.views import plots_budget, ui_data
 from pages._common import figure, pick, read, require_run, run_knowledge, run_metrics_all, run_unit_table
 
 st.title("Budget curves")

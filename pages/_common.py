@@ -11,8 +11,8 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
-from kaviz import ui_data
 from kaviz.store import RunStore, StoreError
+from kaviz.views import ui_data
 
 #: Session-state keys shared across pages, with their initial values (set once in app.py).
 RUN = "kaviz_run"  # the selected run: {"folder", "run_id", "updated", "status"} or None
@@ -184,7 +184,7 @@ def run_knowledge(
     folder: str, run_id: str, updated: str, name: str = "knowledge", all_budgets: bool = False
 ) -> pd.DataFrame:
     """A knowledge table of the units at the main student budget (``all_budgets``: of every unit)."""
-    from kaviz.analysis import knowledge_table
+    from kaviz.analysis.analyzer import knowledge_table
 
     run = RunStore(folder).open_run(run_id)
     table = knowledge_table(run, name)
@@ -218,14 +218,14 @@ def pick(label: str, options: list, key: str, *, many: bool = False, container=N
 @st.cache_resource(show_spinner="Loading model…", max_entries=4)
 def unit_model(folder: str, run_id: str, updated: str, unit: str):
     """The unit's model from its checkpoint, or None (held for reuse; never modified)."""
-    from kaviz.unit_view import load_unit_model
+    from kaviz.analysis.unit_view import load_unit_model
 
     return load_unit_model(RunStore(folder).open_run(run_id), unit)
 
 
 @st.cache_resource(show_spinner=False, max_entries=4)
 def run_tokenizer(folder: str, run_id: str, updated: str):
-    from kaviz.unit_view import load_run_tokenizer
+    from kaviz.analysis.unit_view import load_run_tokenizer
 
     return load_run_tokenizer(RunStore(folder).open_run(run_id))
 
@@ -243,14 +243,14 @@ def models_or_info(key: RunKey, units: list[str], what: str) -> list | None:
 
 @st.cache_data(show_spinner="Computing attention maps…", max_entries=64)
 def attention_maps(folder: str, run_id: str, updated: str, unit: str, text: str):
-    from kaviz.unit_view import attention_maps as maps
+    from kaviz.analysis.unit_view import attention_maps as maps
 
     return maps(unit_model(folder, run_id, updated, unit), run_tokenizer(folder, run_id, updated), text)
 
 
 @st.cache_data(show_spinner="Integrated gradients…", max_entries=64)
 def token_attributions(folder: str, run_id: str, updated: str, teacher: str, unit: str, text: str) -> pd.DataFrame:
-    from kaviz.unit_view import token_attributions as attributions
+    from kaviz.analysis.unit_view import token_attributions as attributions
 
     models = [unit_model(folder, run_id, updated, u) for u in (teacher, unit)]
     return attributions(*models, run_tokenizer(folder, run_id, updated), text).tokens
@@ -269,14 +269,14 @@ def all_runs() -> pd.DataFrame:
 
 @st.cache_data(show_spinner=False, max_entries=64)
 def run_checkpoints(folder: str, run_id: str, updated: str) -> list[str]:
-    from kaviz.compare import units_with_checkpoints
+    from kaviz.analysis.compare import units_with_checkpoints
 
     return units_with_checkpoints(RunStore(folder).open_run(run_id))
 
 
 @st.cache_data(show_spinner="Comparing masks…", max_entries=16)
 def mask_tables(key_a: RunKey, unit_a: str, key_b: RunKey, unit_b: str) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Mask overlap of two units' checkpoints and their surviving heads (kaviz.compare.unit_masks)."""
-    from kaviz.compare import unit_masks
+    """Mask overlap of two units' checkpoints and their surviving heads (kaviz.analysis.compare.unit_masks)."""
+    from kaviz.analysis.compare import unit_masks
 
     return unit_masks(RunStore(key_a[0]).open_run(key_a[1]), unit_a, RunStore(key_b[0]).open_run(key_b[1]), unit_b)

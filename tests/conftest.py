@@ -12,7 +12,7 @@ def tiny_bert():
     """Factory for a tiny BertForSequenceClassification with kaviz's score attention."""
     from transformers import BertConfig, BertForSequenceClassification
 
-    from kaviz.models import register_attention
+    from kaviz.train.models import register_attention
 
     def make(layers=2, hidden=32, heads=4, inter=64, num_labels=2, seed=0, vocab=100):
         torch.manual_seed(seed)
@@ -72,6 +72,6 @@ def tok():
     """The packaged all-MiniLM-L6-v2 tokenizer (offline)."""
     from transformers import AutoTokenizer
 
-    from kaviz.models import packaged_model_dir
+    from kaviz.train.models import packaged_model_dir
 
     return AutoTokenizer.from_pretrained(packaged_model_dir())

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from kaviz.config import RunConfig
+from kaviz.core.config import RunConfig
 from kaviz.store import unit_id
 
 

@@ -5,9 +5,9 @@ import pandas as pd
 import pytest
 import torch
 
-from kaviz.analysis import Analyzer, knowledge_table, layer_pairs, pruned_heads
+from kaviz.analysis.analyzer import Analyzer, knowledge_table, layer_pairs, pruned_heads
 from kaviz.cli import main
-from kaviz.pipeline import Pipeline
+from kaviz.stages.pipeline import Pipeline
 from kaviz.store import RunStore
 from tests.test_pipeline import tiny_config
 

@@ -12,8 +12,8 @@ import plotly.graph_objects as go
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from kaviz.config import RunConfig
-from kaviz.pipeline import plan_units
+from kaviz.core.config import RunConfig
+from kaviz.stages.pipeline import plan_units
 from kaviz.store import RunStore
 
 ROOT = Path(__file__).resolve().parent.parent

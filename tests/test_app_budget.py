@@ -10,8 +10,8 @@ import pandas as pd
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from kaviz.config import RunConfig
-from kaviz.pipeline import plan_units
+from kaviz.core.config import RunConfig
+from kaviz.stages.pipeline import plan_units
 from kaviz.store import RunStore
 from tests.test_app import APP, figures, navigation_only, traces  # noqa: F401  (autouse fixture)
 

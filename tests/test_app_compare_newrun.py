@@ -13,8 +13,8 @@ import torch
 from streamlit.testing.v1 import AppTest
 
 from kaviz import launcher
-from kaviz.config import RunConfig
-from kaviz.pipeline import plan_units
+from kaviz.core.config import RunConfig
+from kaviz.stages.pipeline import plan_units
 from kaviz.store import RunStore
 from tests.test_app import figures, frame, navigation_only, traces  # noqa: F401 (navigation_only: autouse)
 

@@ -16,7 +16,7 @@ import pytest
 import torch
 from streamlit.testing.v1 import AppTest
 
-from kaviz.config import RunConfig
+from kaviz.core.config import RunConfig
 from kaviz.store import RunStore
 from tests.test_app import figures, frame, navigation_only, traces  # noqa: F401  (navigation_only: autouse)
 from tests.test_plots_knowledge import CONFIG, PRUNED_UNIT, TEXTS, knowledge_tables, units
@@ -57,8 +57,8 @@ def folders(tmp_path_factory) -> dict[str, Path]:
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        from kaviz.analysis import Analyzer
-        from kaviz.pipeline import Pipeline
+        from kaviz.analysis.analyzer import Analyzer
+        from kaviz.stages.pipeline import Pipeline
         from tests.test_pipeline import tiny_config
 
         cfg = tiny_config(name="r", methods=["oneshot-magnitude"], sparsities=[0.5])

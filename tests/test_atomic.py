@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from kaviz import atomic
+from kaviz.store import atomic
 
 
 def _names(folder: Path) -> list[str]:

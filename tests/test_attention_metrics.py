@@ -1,4 +1,4 @@
-"""kaviz.attention_metrics against per-row numpy references, with padding and pruned heads."""
+"""kaviz.measure.attention against per-row numpy references, with padding and pruned heads."""
 
 import math
 
@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 import torch
 
-from kaviz.attention_metrics import (
+from kaviz.measure.attention import (
     ATTENTION_METRICS,
     HIGHER_IS_SIMILAR,
     attention_cosine,
@@ -172,6 +172,7 @@ def test_attention_table_errors():
 
 
 def test_attention_js_is_part_of_the_similarity_api():
-    from kaviz import attention_metrics, similarity
+    from kaviz.measure import attention as attention_metrics
+    from kaviz.measure import similarity
 
     assert similarity.attention_js is attention_metrics.attention_js

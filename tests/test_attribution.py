@@ -1,4 +1,4 @@
-"""kaviz.attribution: integrated-gradients completeness against forward passes, padding, agreement by hand."""
+"""kaviz.measure.attribution: integrated-gradients completeness against forward passes, padding, agreement by hand."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from kaviz.attribution import (
+from kaviz.measure.attribution import (
     ATTRIBUTION_METHODS,
     agreement,
     attribution_table,
@@ -30,7 +30,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 def _clf(vocab: int, seed: int = 0, num_labels: int = 3):
     from transformers import BertConfig, BertForSequenceClassification
 
-    from kaviz.models import register_attention
+    from kaviz.train.models import register_attention
 
     torch.manual_seed(seed)
     cfg = BertConfig(

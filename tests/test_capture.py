@@ -4,9 +4,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from kaviz.capture import Captured, CaptureReader, CaptureSink, ProbeInputs, capture, probe_inputs
-from kaviz.data import demo_task
-from kaviz.tasks_base import TaskData, make_dataset
+from kaviz.data.base import TaskData, make_dataset
+from kaviz.data.tasks import demo_task
+from kaviz.measure.capture import Captured, CaptureReader, CaptureSink, ProbeInputs, capture, probe_inputs
 
 LENGTHS = [9, 4, 7, 2, 9, 5]  # real tokens per row; rows 0 and 4 are the longest
 

@@ -1,4 +1,4 @@
-"""kaviz.compare: config differences, tables over runs, mask overlap and surviving heads."""
+"""kaviz.analysis.compare: config differences, tables over runs, mask overlap and surviving heads."""
 
 from __future__ import annotations
 
@@ -9,11 +9,11 @@ import pandas as pd
 import pytest
 import torch
 
-from kaviz import compare
-from kaviz.config import RunConfig
-from kaviz.pipeline import plan_units
+from kaviz.analysis import compare
+from kaviz.core.config import RunConfig
+from kaviz.core.structure import prunable_linears
+from kaviz.stages.pipeline import plan_units
 from kaviz.store import RunStore
-from kaviz.structure import prunable_linears
 
 
 def test_flatten():

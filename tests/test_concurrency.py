@@ -12,8 +12,8 @@ import sys
 import time
 from pathlib import Path
 
-from kaviz.config import RunConfig
-from kaviz.pipeline import summary_table
+from kaviz.core.config import RunConfig
+from kaviz.stages.pipeline import summary_table
 from kaviz.store import RunStore
 
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "TRANSFORMERS_VERBOSITY": "error"}

@@ -1,6 +1,6 @@
 import pytest
 
-from kaviz.config import ConfigError, RunConfig
+from kaviz.core.config import ConfigError, RunConfig
 
 
 def test_defaults_validate_and_round_trip_json_yaml(tmp_path):

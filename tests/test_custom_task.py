@@ -1,4 +1,4 @@
-"""kaviz.custom_task: local CSV/TSV/JSONL/JSON tasks through load_task, seeded splits, clear errors. Offline."""
+"""kaviz.data.custom: local CSV/TSV/JSONL/JSON tasks through load_task, seeded splits, clear errors. Offline."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from kaviz.config import TaskConfig
-from kaviz.data import TaskData, TaskError, TaskSpec, load_task
+from kaviz.core.config import TaskConfig
+from kaviz.data.tasks import TaskData, TaskError, TaskSpec, load_task
 
 
 def write(folder: Path, files: dict[str, str | bytes]) -> Path:

@@ -1,4 +1,4 @@
-"""kaviz.data: GLUE TSV loading, clear errors, subsampling, the demo task, encoding. Offline; invented sentences only."""
+"""kaviz.data.tasks: GLUE TSV loading, clear errors, subsampling, the demo task, encoding. Offline; invented sentences only."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 import torch
 
-from kaviz.config import TaskConfig
-from kaviz.data import (
+from kaviz.core.config import TaskConfig
+from kaviz.data.tasks import (
     GLUE_SPECS,
     TaskData,
     TaskError,

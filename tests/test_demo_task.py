@@ -7,8 +7,8 @@ from collections import Counter
 
 import pytest
 
-from kaviz import demo_task as demo
-from kaviz.demo_task import CLAUSE_KINDS, CONTRAST_MARKERS, NEGATIVE_RARE, POLARITY, POSITIVE_RARE, VERBS
+from kaviz.data import demo
+from kaviz.data.demo import CLAUSE_KINDS, CONTRAST_MARKERS, NEGATIVE_RARE, POLARITY, POSITIVE_RARE, VERBS
 
 SUBJECTS = demo.SINGULAR + demo.PLURAL
 NEGATORS = ("not", "n't", "never", "nowhere", "hardly", "far from", "anything but", "nothing", "nobody", "cannot")

@@ -3,7 +3,7 @@ import copy
 import pytest
 import torch
 
-from kaviz.distill import DistillLoss, attention_loss, hidden_loss, layer_map, prediction_loss
+from kaviz.train.distill import DistillLoss, attention_loss, hidden_loss, layer_map, prediction_loss
 
 
 def _outputs(model, batch):

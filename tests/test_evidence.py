@@ -1,4 +1,4 @@
-"""kaviz.evidence: vectorised metrics against kaviz.tasks_base, the constant answer by hand,
+"""kaviz.analysis.evidence: vectorised metrics against kaviz.data.base, the constant answer by hand,
 bootstrap intervals against the normal approximation, and summaries of hand-made runs."""
 
 from __future__ import annotations
@@ -9,9 +9,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from kaviz import evidence
+from kaviz.analysis import evidence
+from kaviz.data.base import METRICS
 from kaviz.store import RunStore
-from kaviz.tasks_base import METRICS
 
 
 @pytest.mark.parametrize("metric", ["accuracy", "f1", "matthews"])

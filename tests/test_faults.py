@@ -24,8 +24,8 @@ import pandas as pd
 import pytest
 
 from kaviz.cli import main
-from kaviz.config import RunConfig
-from kaviz.pipeline import Pipeline, summary_table
+from kaviz.core.config import RunConfig
+from kaviz.stages.pipeline import Pipeline, summary_table
 from kaviz.store import RunStore
 
 TRIALS = 20

@@ -5,10 +5,10 @@ import torch
 from torch.nn.utils import prune
 
 from kaviz.cli import main
-from kaviz.config import ModelConfig
-from kaviz.models import load_tokenizer, register_attention, tiny_bert_config
+from kaviz.core.config import ModelConfig
+from kaviz.core.structure import prunable_linears
 from kaviz.store import RunStore
-from kaviz.structure import prunable_linears
+from kaviz.train.models import load_tokenizer, register_attention, tiny_bert_config
 
 
 @pytest.fixture

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from kaviz import launcher
-from kaviz.config import ConfigError, RunConfig
+from kaviz.core.config import ConfigError, RunConfig
 from kaviz.store import RunStore
-from kaviz.ui_data import DEMO_RUNS
+from kaviz.views.ui_data import DEMO_RUNS
 from tests.test_pipeline import tiny_config
 
 

@@ -1,4 +1,4 @@
-"""kaviz.manifest: unit ids, unit plans, config diffs on resume, manifest validation (through the run store)."""
+"""kaviz.store.manifest: unit ids, unit plans, config diffs on resume, manifest validation (through the run store)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from kaviz.manifest import SCHEMA_VERSION, StoreError, unit_id
+from kaviz.store.manifest import SCHEMA_VERSION, StoreError, unit_id
 from tests.helpers import store_config, store_units
 
 _config, _units = store_config, store_units

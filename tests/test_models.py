@@ -1,8 +1,9 @@
 import pytest
 import torch
 
-from kaviz.config import PACKAGED_MODEL, ModelConfig
-from kaviz.models import (
+from kaviz.core.config import PACKAGED_MODEL, ModelConfig
+from kaviz.core.structure import UnsupportedArchitectureError, dims, prunable_linears, structure_of
+from kaviz.train.models import (
     encoder_params,
     load_pretrained,
     load_tokenizer,
@@ -12,7 +13,6 @@ from kaviz.models import (
     small_dense_shape,
     small_dense_student,
 )
-from kaviz.structure import UnsupportedArchitectureError, dims, prunable_linears, structure_of
 
 
 @pytest.mark.parametrize("sparsity", [0.5, 0.8, 0.9, 0.95])

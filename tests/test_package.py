@@ -11,9 +11,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_import_kaviz_does_not_load_streamlit():
-    code = (
-        "import sys, kaviz, kaviz.pipeline, kaviz.plots, kaviz.store, kaviz.cli; assert 'streamlit' not in sys.modules"
-    )
+    code = "import sys, kaviz, kaviz.stages.pipeline, kaviz.views.plots, kaviz.store, kaviz.cli; assert 'streamlit' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)
 
 

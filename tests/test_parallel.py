@@ -18,10 +18,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from kaviz import parallel
-from kaviz.config import RunConfig
-from kaviz.pipeline import summary_table
+from kaviz.core.config import RunConfig
+from kaviz.stages.pipeline import summary_table
 from kaviz.store import RunStore
+from kaviz.train import parallel
 
 TORCHRUN = Path(sys.executable).with_name("torchrun")
 

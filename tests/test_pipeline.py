@@ -7,8 +7,8 @@ import time
 
 import pytest
 
-from kaviz.config import METHODS, RunConfig
-from kaviz.pipeline import Pipeline, plan_units, summary_table
+from kaviz.core.config import METHODS, RunConfig
+from kaviz.stages.pipeline import Pipeline, plan_units, summary_table
 from kaviz.store import RunStore
 
 SPARSITIES = [0.5, 0.9]
@@ -75,8 +75,8 @@ def test_units_store_checkpoints_and_tables(tiny_run):
 
 
 def test_pruned_checkpoint_reloads_with_same_zeros(tiny_run):
-    from kaviz.models import load_classifier
-    from kaviz.pruning import sparsity_summary
+    from kaviz.train.models import load_classifier
+    from kaviz.train.pruning import sparsity_summary
 
     ckpt = tiny_run.checkpoint_dir("pruned_gradual-magnitude_s0.9_seed42")
     model = load_classifier(str(ckpt), num_labels=2)
@@ -118,7 +118,7 @@ def test_existing_run_without_resume_is_refused(tiny_run):
 
 
 def test_failed_unit_is_recorded_and_retried(tmp_path, monkeypatch):
-    import kaviz.methods as methods
+    import kaviz.stages.methods as methods
 
     store = RunStore(tmp_path)
     cfg = tiny_config(methods=["oneshot-magnitude", "gradual-magnitude"], sparsities=[0.5])
@@ -232,7 +232,7 @@ def test_budget_units_train_their_budget_and_export_it(tmp_path):
 def test_teacher_stops_at_its_plateau_and_keeps_the_best_epoch(tmp_path, monkeypatch):
     """plateau_delta: dev score after every epoch; training stops once an epoch gains < delta points,
     the per-epoch curve is stored, and the kept teacher scores the best epoch's score."""
-    from kaviz import methods
+    from kaviz.stages import methods
 
     scores = iter([0.60, 0.70, 0.703, 0.9])  # epoch 3 gains 0.3 points < 0.5: stop there, keep epoch 3
 
@@ -270,7 +270,7 @@ def test_teacher_stops_at_its_plateau_and_keeps_the_best_epoch(tmp_path, monkeyp
 def test_plateau_stop_keeps_the_best_weights():
     import torch
 
-    from kaviz.methods import PlateauStop
+    from kaviz.stages.methods import PlateauStop
 
     model = torch.nn.Linear(2, 1)
     seq = iter([0.8, 0.7])
@@ -291,8 +291,8 @@ def test_plateau_stop_keeps_the_best_weights():
 
 def test_units_store_their_dev_predictions(tiny_run):
     """Every unit keeps its dev predictions, and they reproduce the stored score exactly."""
-    from kaviz.data import load_task
-    from kaviz.tasks_base import compute_metrics
+    from kaviz.data.base import compute_metrics
+    from kaviz.data.tasks import load_task
 
     preds = tiny_run.unit_table("predictions")
     m = tiny_run.metrics()

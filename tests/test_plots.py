@@ -1,4 +1,4 @@
-"""Figures (kaviz.plots) on small hand-made frames; the tables behind them are in test_ui_data.py."""
+"""Figures (kaviz.views.plots) on small hand-made frames; the tables behind them are in test_ui_data.py."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from kaviz import plots
+from kaviz.views import plots
 from tests.helpers import metric_rows, sample_metrics  # noqa: F401
 
 
@@ -216,6 +216,8 @@ def test_loss_curves_errors():
 
 
 def test_plots_and_tables_load_neither_streamlit_nor_torch():
-    code = "import sys, kaviz.plots, kaviz.ui_data; print(sorted({'streamlit', 'torch'} & set(sys.modules)))"
+    code = (
+        "import sys, kaviz.views.plots, kaviz.views.ui_data; print(sorted({'streamlit', 'torch'} & set(sys.modules)))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"

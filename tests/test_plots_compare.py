@@ -1,4 +1,4 @@
-"""kaviz.plots_compare: figures comparing runs, checked trace by trace on known tables."""
+"""kaviz.views.plots_compare: figures comparing runs, checked trace by trace on known tables."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from kaviz import plots_compare as pc
-from kaviz.plots import METHOD_COLORS, STAGE_COLORS
+from kaviz.views import plots_compare as pc
+from kaviz.views.plots import METHOD_COLORS, STAGE_COLORS
 
 
 def curves() -> pd.DataFrame:
@@ -131,6 +131,6 @@ def test_compare_modules_load_neither_streamlit_nor_torch():
     import subprocess
     import sys
 
-    code = "import sys, kaviz.plots_compare, kaviz.compare, kaviz.launcher; print(sorted({'streamlit', 'torch'} & set(sys.modules)))"
+    code = "import sys, kaviz.views.plots_compare, kaviz.analysis.compare, kaviz.launcher; print(sorted({'streamlit', 'torch'} & set(sys.modules)))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"

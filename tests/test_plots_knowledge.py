@@ -1,4 +1,4 @@
-"""Knowledge figures (kaviz.plots_knowledge) on hand-made analysis tables whose values are known.
+"""Knowledge figures (kaviz.views.plots_knowledge) on hand-made analysis tables whose values are known.
 
 :func:`knowledge_tables` also feeds the app tests (tests/test_app_knowledge.py), which write the
 same tables into a run.
@@ -12,9 +12,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from kaviz import plots_knowledge as pk
-from kaviz.config import RunConfig
-from kaviz.pipeline import plan_units
+from kaviz.core.config import RunConfig
+from kaviz.stages.pipeline import plan_units
+from kaviz.views import plots_knowledge as pk
 
 #: The planned run: 2 methods x 2 sparsities, seed 7 added at 90%; small-dense students have one
 #: layer (mapped to teacher layer 2), the others two; every model has 2 heads.

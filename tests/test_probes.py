@@ -1,4 +1,4 @@
-"""kaviz.probes: linear probes on toy features with known answers; MLM loss and STS Spearman on tiny
+"""kaviz.measure.probes: linear probes on toy features with known answers; MLM loss and STS Spearman on tiny
 BERTs, each against an independent reference."""
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ import pytest
 import torch
 from scipy.stats import spearmanr
 
-from kaviz import probes
-from kaviz.probes import general_knowledge, has_mlm_head, linear_probe, mlm_loss, sts_pairs, sts_spearman
+from kaviz.measure import probes
+from kaviz.measure.probes import general_knowledge, has_mlm_head, linear_probe, mlm_loss, sts_pairs, sts_spearman
 
 STSB = (
     Path(os.environ.get("KAVIZ_GLUE_DIR", Path(__file__).resolve().parents[2] / "shared" / "data" / "glue")) / "STS-B"
@@ -34,7 +34,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 def _bert(cls_name: str, vocab: int, seed: int = 0, num_labels: int = 2):
     import transformers
 
-    from kaviz.models import register_attention
+    from kaviz.train.models import register_attention
 
     torch.manual_seed(seed)
     cfg = transformers.BertConfig(
@@ -161,7 +161,7 @@ def test_mlm_loss_random_model(tok, tmp_path):
 
 
 def test_has_mlm_head_and_errors(tok):
-    from kaviz.models import packaged_model_dir
+    from kaviz.train.models import packaged_model_dir
 
     clf = _bert("BertForSequenceClassification", len(tok))
     assert has_mlm_head(_bert("BertForMaskedLM", 50)) and not has_mlm_head(clf)

@@ -1,7 +1,8 @@
 import pytest
 import torch
 
-from kaviz.pruning import (
+from kaviz.core.structure import prunable_linears
+from kaviz.train.pruning import (
     CubicPruner,
     MaskSet,
     cubic_sparsity,
@@ -10,7 +11,6 @@ from kaviz.pruning import (
     sparsity_table,
     topk_mask,
 )
-from kaviz.structure import prunable_linears
 
 
 def test_cubic_schedule_start_middle_end():
@@ -111,7 +111,7 @@ def test_masks_from_zeros(tiny_bert):
 def test_masks_follow_the_model_to_another_device(tiny_bert):
     """Masks made while the model is on one device keep working after the model moves (the
     training loop moves it to the GPU after the methods made their masks); 'meta' stands in for it."""
-    from kaviz.pruning import MaskSet
+    from kaviz.train.pruning import MaskSet
 
     model = tiny_bert()
     ms = MaskSet(model)

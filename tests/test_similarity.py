@@ -1,4 +1,4 @@
-"""kaviz.similarity against independent float64 numpy/scipy references of the textbook formulas."""
+"""kaviz.measure.similarity against independent float64 numpy/scipy references of the textbook formulas."""
 
 import itertools
 import math
@@ -9,7 +9,7 @@ import torch
 from scipy.linalg import orthogonal_procrustes
 from scipy.spatial.distance import pdist, squareform
 
-from kaviz.similarity import (
+from kaviz.measure.similarity import (
     HIGHER_IS_SIMILAR,
     METRICS,
     cka_matrix,

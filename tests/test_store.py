@@ -10,13 +10,13 @@ import sys
 import pandas as pd
 import pytest
 
-from kaviz import atomic
 from kaviz.store import (
     METRIC_COLUMNS,
     SCHEMA_VERSION,
     RunExistsError,
     RunStore,
     StoreError,
+    atomic,
     unit_id,
 )
 from tests.helpers import store_config, store_units

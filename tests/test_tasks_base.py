@@ -1,4 +1,4 @@
-"""kaviz.tasks_base: the metrics a TaskSpec names, checked by hand on toy predictions."""
+"""kaviz.data.base: the metrics a TaskSpec names, checked by hand on toy predictions."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import warnings
 import numpy as np
 import pytest
 
-from kaviz.tasks_base import TaskSpec, compute_metrics
+from kaviz.data.base import TaskSpec, compute_metrics
 
 BINARY = TaskSpec("t", False, 2, False, ("accuracy", "f1", "matthews"), "accuracy")
 REGRESSION = TaskSpec("r", True, 1, True, ("pearson", "spearman"), "pearson")

@@ -3,9 +3,9 @@
 import pytest
 import torch
 
-from kaviz.config import ConfigError, DistillConfig, RunConfig
-from kaviz.methods import distill_objective
-from kaviz.train import autocast, ce_loss, resolve_precision, train_loop
+from kaviz.core.config import ConfigError, DistillConfig, RunConfig
+from kaviz.stages.methods import distill_objective
+from kaviz.train.loop import autocast, ce_loss, resolve_precision, train_loop
 
 CPU = torch.device("cpu")
 
@@ -56,7 +56,7 @@ def test_extra_modules_are_trained_with_the_student(tiny_bert, batch):
 
 
 def test_length_grouped_batches_cover_every_example_with_less_padding():
-    from kaviz.train import make_loader
+    from kaviz.train.loop import make_loader
 
     g = torch.Generator().manual_seed(0)
     lengths = torch.randint(3, 60, (640,), generator=g).tolist()

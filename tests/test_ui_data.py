@@ -1,4 +1,4 @@
-"""The tables behind the app's figures (kaviz.ui_data) on small hand-made frames, and run listings over folders."""
+"""The tables behind the app's figures (kaviz.views.ui_data) on small hand-made frames, and run listings over folders."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from kaviz import ui_data
-from kaviz.config import RunConfig
+from kaviz.core.config import RunConfig
 from kaviz.store import RunStore
+from kaviz.views import ui_data
 from tests.helpers import metric_rows, sample_metrics  # noqa: F401
 
 

@@ -13,7 +13,7 @@ import sys
 
 import pytest
 
-from kaviz.config import RunConfig
+from kaviz.core.config import RunConfig
 from kaviz.store import RunStore
 from tests.test_parallel import TORCHRUN, _env, _free_port
 

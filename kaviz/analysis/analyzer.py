@@ -1,0 +1,300 @@
+"""Stage lineage: per-layer knowledge tables for the pairs that tell a run's story.
+
+For every done unit with weights, one capture on a fixed probe set, then:
+
+- finetuned vs pretrained: what fine-tuning changed;
+- each pruned student vs finetuned: task knowledge kept;
+- each pruned student vs pretrained: general knowledge kept;
+- every model on its own (reference `schema.SELF`): attention entropy per head, linear-probe score per layer, the
+  general-knowledge probe, and Integrated-Gradients agreement with the teacher.
+
+Tables are stored per unit (``knowledge``, ``cka_matrix``, ``attribution``), so a re-run only
+computes units that lack them; ``force=True`` recomputes everything.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import pandas as pd
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from kaviz.core import schema
+from kaviz.core.config import AnalysisConfig, RunConfig
+from kaviz.core.schema import KNOWLEDGE_COLUMNS
+from kaviz.core.structure import dims, encoder_layers, structure_of
+from kaviz.measure.attention import ATTENTION_METRICS, attention_table
+from kaviz.measure.capture import Captured, capture, probe_inputs
+from kaviz.measure.probes import general_knowledge, linear_probe, sts_pairs
+from kaviz.measure.similarity import METRICS, cka_matrix
+from kaviz.store import Run
+from kaviz.train.models import load_classifier, load_pretrained, load_tokenizer, pick_device, resolve_source
+
+REFERENCES = {"pretrained": [], "finetuned": ["pretrained"], "pruned": ["finetuned", "pretrained"]}
+DONE_MARK = "knowledge"  # written last: a unit with this table is analysed
+
+
+def pruned_heads(model: nn.Module) -> set[tuple[int, int]]:
+    """(layer, head), 0-based, whose query or key weights are all zero: their maps carry no content."""
+    st = structure_of(model)
+    heads = dims(model)["heads"]
+    out = set()
+    for i, layer in enumerate(encoder_layers(model)):
+        for role in ("query", "key"):
+            w = layer.get_submodule(st.linears[role]).weight.detach()  # (H * hd, d)
+            dead = (w.reshape(heads, -1) == 0).all(dim=1)
+            out |= {(i, int(h)) for h in torch.nonzero(dead).flatten()}
+    return out
+
+
+def layer_pairs(n_layers: int, n_ref_layers: int, layer_map: list[int] | None = None) -> list[tuple[int, int]]:
+    """Hidden-state index pairs (model, reference): embeddings 0<->0, then layer j <-> map[j-1]."""
+    if layer_map is None:
+        if n_layers != n_ref_layers:
+            raise ValueError(f"models with {n_layers} and {n_ref_layers} layers need a layer_map")
+        layer_map = list(range(1, n_layers + 1))
+    return [(0, 0)] + [(j + 1, t) for j, t in enumerate(layer_map)]
+
+
+def _rows(df: pd.DataFrame, **const) -> list[dict]:
+    return [{**const, **r} for r in df.to_dict("records")]
+
+
+@dataclass
+class UnitModel:
+    unit: str
+    stage: str
+    model: nn.Module
+    layer_map: list[int] | None
+
+
+def compare(
+    cap: Captured,
+    ref: Captured,
+    pairs: list[tuple[int, int]],
+    acfg: AnalysisConfig,
+    heads_pruned: set[tuple[int, int]],
+    mask: torch.Tensor,
+) -> tuple[list[dict], pd.DataFrame]:
+    """Knowledge rows of one model against one reference, and the full linear-CKA layer matrix."""
+    feats, ref_feats = (cap.mean, ref.mean) if acfg.features == "mean" else (cap.cls, ref.cls)
+    rows: list[dict] = []
+    for kind in acfg.cka_kinds:
+        fn = METRICS[kind]
+        for i, j in pairs:
+            rows.append(
+                {
+                    "layer": i,
+                    "ref_layer": j,
+                    "head": schema.WHOLE_LAYER,
+                    "metric": kind,
+                    "value": float(fn(feats[i], ref_feats[j])),
+                    "pruned": False,
+                }
+            )
+    mat = cka_matrix(feats, ref_feats, kind="linear")  # (L+1, L_ref+1)
+    matrix = pd.DataFrame(
+        [
+            {"layer": i, "ref_layer": j, "metric": "linear_cka", "value": float(mat[i, j])}
+            for i in range(mat.shape[0])
+            for j in range(mat.shape[1])
+        ]
+    )
+    if cap.attentions is not None and ref.attentions is not None:
+        maps = [cap.attentions[i - 1] for i, _ in pairs[1:]]
+        ref_maps = [ref.attentions[j - 1] for _, j in pairs[1:]]
+        if all(a.shape == b.shape for a, b in zip(maps, ref_maps)):
+            att = attention_table(maps, ref_maps, mask, metrics=list(ATTENTION_METRICS), pruned_heads=heads_pruned)
+            att["ref_layer"] = [pairs[int(x) + 1][1] for x in att["layer"]]
+            att["layer"] = att["layer"] + 1
+            rows += att.to_dict("records")
+    return rows, matrix
+
+
+class Analyzer:
+    """``Analyzer(run).run()`` computes the knowledge tables of every done unit that lacks them."""
+
+    def __init__(
+        self,
+        run: Run,
+        acfg: AnalysisConfig | None = None,
+        *,
+        progress: bool = True,
+        echo: Callable[[str], None] | None = None,
+    ):
+        self.run_ = run
+        self.cfg = RunConfig.from_dict(run.config)
+        self.acfg = acfg or self.cfg.analysis
+        self.progress = progress
+        self.echo = echo or (lambda m: None)
+        self.device = pick_device(self.cfg.training.device)
+        self._caps: dict[str, Captured] = {}
+        self._refs: dict[str, nn.Module | None] = {}
+
+    def _setup(self) -> None:
+        from transformers import AutoTokenizer
+
+        from kaviz.data.tasks import load_task
+
+        tok_dir = self.run_.tokenizer_dir()
+        self.tokenizer = AutoTokenizer.from_pretrained(str(tok_dir)) if tok_dir else load_tokenizer(self.cfg.model)
+        self.task = load_task(self.cfg.task, seed=self.cfg.seed)
+        self.spec = self.task.spec
+        self.probe = probe_inputs(
+            self.task,
+            self.tokenizer,
+            self.acfg.probe_size,
+            seed=self.acfg.probe_seed,
+            max_length=self.cfg.task.max_length,
+        )
+        self.sts = (
+            sts_pairs(self.acfg.sts_path, 128, seed=self.acfg.probe_seed) if self.acfg.general_probe != "none" else None
+        )
+
+    def load(self, u: dict) -> nn.Module | None:
+        """The unit's model: pre-trained from its source, others from their checkpoint or source."""
+        spec, m = self.spec, self.cfg.model
+        if u["stage"] == "pretrained":
+            return load_pretrained(m, spec.num_labels, spec.is_regression, seed=self.cfg.seed)
+        ckpt = self.run_.checkpoint_dir(u["unit"])
+        source = str(ckpt) if ckpt is not None else (u.get("info") or {}).get("source")
+        if source is None:
+            return None
+        src = source if ckpt is not None else resolve_source(source)
+        return load_classifier(
+            src,
+            spec.num_labels,
+            spec.is_regression,
+            revision=m.revision,
+            trust_remote_code=m.trust_remote_code,
+            seed=self.cfg.seed,
+        )
+
+    def _capture(self, unit: str, model: nn.Module) -> Captured:
+        if unit not in self._caps:
+            dtype = torch.float16 if self.acfg.float16 else torch.float32
+            self._caps[unit] = capture(
+                model, self.probe, batch_size=self.acfg.batch_size, device=self.device, dtype=dtype, tokens=False
+            )
+        return self._caps[unit]
+
+    def run(self, force: bool = False) -> list[str]:
+        """Analyse the units that need it; returns their ids."""
+        units = self.run_.units()
+        units = units[units.status == "done"].to_dict("records")
+        todo = [u for u in units if force or not self.run_.has_unit_table(u["unit"], DONE_MARK)]
+        if not todo:
+            return []
+        self._setup()
+        by_id = {u["unit"]: u for u in units}
+        done = []
+        bar = tqdm(todo, desc="analyze", unit="unit", disable=not self.progress, dynamic_ncols=True)
+        for u in bar:
+            bar.set_description(f"analyze {u['unit']}")
+            if self._analyze_unit(u, by_id):
+                done.append(u["unit"])
+        return done
+
+    def _reference(self, name: str, by_id: dict) -> tuple[Captured, nn.Module] | None:
+        if name not in self._refs:
+            u = by_id.get(name)
+            self._refs[name] = self.load(u) if u is not None else None
+        model = self._refs[name]
+        return None if model is None else (self._capture(name, model), model)
+
+    def _analyze_unit(self, u: dict, by_id: dict) -> bool:
+        model = self.load(u)
+        if model is None:
+            self.run_.log(f"analyze: skipped {u['unit']} (no checkpoint kept)")
+            return False
+        cap = self._capture(u["unit"], model)
+        mask = self.probe.attention_mask
+        heads = pruned_heads(model)
+        rows: list[dict] = []
+        matrices = []
+        info = u.get("info") or {}
+        teacher = None
+        for ref_name in REFERENCES[u["stage"]]:
+            ref = self._reference(ref_name, by_id)
+            if ref is None:
+                continue
+            ref_cap, ref_model = ref
+            teacher = ref_model if ref_name == "finetuned" else teacher
+            pairs = layer_pairs(
+                cap.n_layers, ref_cap.n_layers, info.get("layer_map") if cap.n_layers != ref_cap.n_layers else None
+            )
+            r, mat = compare(cap, ref_cap, pairs, self.acfg, heads, mask)
+            rows += [{**x, "reference": ref_name} for x in r]
+            matrices.append(mat.assign(reference=ref_name))
+        rows += self._self_rows(model, cap, heads, mask)
+        if teacher is not None and self.acfg.attribution_examples > 0:
+            rows += self._attribution(u["unit"], teacher, model)
+        table = pd.DataFrame(rows)
+        for c in KNOWLEDGE_COLUMNS:
+            if c not in table.columns:
+                table[c] = None
+        table["head"] = table["head"].fillna(schema.WHOLE_LAYER).astype("int64")
+        table["pruned"] = table["pruned"].fillna(False).astype(bool)
+        if matrices:
+            self.run_.write_unit_table(u["unit"], "cka_matrix", pd.concat(matrices, ignore_index=True))
+        self.run_.write_unit_table(u["unit"], DONE_MARK, table[KNOWLEDGE_COLUMNS])
+        return True
+
+    def _self_rows(self, model: nn.Module, cap: Captured, heads: set, mask: torch.Tensor) -> list[dict]:
+        rows = []
+        if cap.attentions is not None:
+            ent = attention_table(cap.attentions, None, mask, metrics=["entropy"], pruned_heads=heads)
+            ent["layer"] = ent["layer"] + 1
+            ent["metric"] = "attention_entropy"
+            rows += _rows(ent, reference=schema.SELF)
+        feats = cap.mean if self.acfg.features == "mean" else cap.cls
+        try:
+            probe = linear_probe(
+                feats, self.probe.labels, regression=self.spec.is_regression, seed=self.acfg.probe_seed
+            )
+            probe["metric"] = schema.PROBE + probe["metric"].astype(str)
+            rows += _rows(probe[["layer", "metric", "value"]], reference=schema.SELF, head=schema.WHOLE_LAYER)
+        except ValueError as e:  # e.g. a single class in a tiny probe set
+            self.run_.log(f"analyze: linear probe skipped: {e}")
+        if self.sts is not None:
+            g = general_knowledge(model, self.tokenizer, sts_pairs=self.sts[0], sts_gold=self.sts[1])
+            rows.append(
+                {
+                    "reference": schema.SELF,
+                    "layer": schema.WHOLE_MODEL,
+                    "head": schema.WHOLE_LAYER,
+                    "metric": f"{schema.GENERAL}{g['probe']}",
+                    "value": float(g["value"]),
+                }
+            )
+        return rows
+
+    def _attribution(self, unit: str, teacher: nn.Module, model: nn.Module) -> list[dict]:
+        from kaviz.measure.attribution import attribution_table
+
+        texts = self.probe.texts[: self.acfg.attribution_examples]
+        result = attribution_table(teacher, model, self.tokenizer, texts, n_steps=self.acfg.ig_steps)
+        self.run_.write_unit_table(unit, "attribution", result.summary)
+        return [
+            {
+                "reference": "finetuned",
+                "layer": schema.WHOLE_MODEL,
+                "head": schema.WHOLE_LAYER,
+                "metric": f"{schema.ATTRIBUTION}{c}",
+                "value": float(result.summary[c].mean()),
+            }
+            for c in ("spearman", "topk_overlap")
+        ]
+
+
+def knowledge_table(run: Run, name: str = "knowledge") -> pd.DataFrame:
+    """A per-unit analysis table joined with each unit's stage, method, sparsity, seed and budget."""
+    df = run.unit_table(name)
+    if df.empty:
+        return df
+    units = run.units()[schema.UNIT_KEYS]
+    out = units.merge(df, on="unit", how="inner")
+    return out

@@ -1,0 +1,266 @@
+"""Comparing runs: config differences, aligned tables over runs, mask overlap and surviving heads.
+
+Plain pandas and torch, no streamlit.  Table functions take tables the store already gives
+(:func:`kaviz.views.ui_data.sparsity_curve_table`, :func:`kaviz.analysis.analyzer.knowledge_table`) keyed by a run
+label and return new frames; the mask functions read weights of models they are handed (or load
+a unit's checkpoint with :func:`unit_masks`).  Torch is imported only where weights are read, so
+the app's compare page loads fast.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+
+from kaviz.core import schema
+
+if TYPE_CHECKING:
+    from torch import nn
+
+    from kaviz.store import Run
+
+MISSING = "(absent)"
+
+
+# ----- configs ------------------------------------------------------------------------------------
+
+
+def flatten(config: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{"task": {"name": "demo"}}`` -> ``{"task.name": "demo"}``; lists are kept as values."""
+    out: dict[str, Any] = {}
+    for k, v in config.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, Mapping) and v:
+            out.update(flatten(v, f"{key}."))
+        else:
+            out[key] = v
+    return out
+
+
+def _show(value: Any) -> str:
+    return value if isinstance(value, str) else json.dumps(value)
+
+
+def config_table(configs: Mapping[str, Mapping[str, Any]]) -> pd.DataFrame:
+    """The dotted config keys whose values differ between runs: ``key`` then one column per run.
+
+    ``configs`` maps a run label to its config dict (nested).  Values are shown as text (JSON
+    for non-strings, ``(absent)`` where a run lacks the key); keys keep the first config's order.
+    """
+    if len(configs) < 2:
+        raise ValueError(f"config_table needs at least two configs, got {len(configs)}")
+    flat = {label: flatten(c) for label, c in configs.items()}
+    keys = list(dict.fromkeys(k for f in flat.values() for k in f))
+    rows = []
+    for k in keys:
+        present = [f[k] for f in flat.values() if k in f]
+        first = present[0]
+        same = len(present) == len(flat) and all(
+            v == first and isinstance(v, bool) == isinstance(first, bool) for v in present
+        )
+        if not same:
+            rows.append({"key": k, **{label: _show(f[k]) if k in f else MISSING for label, f in flat.items()}})
+    return pd.DataFrame(rows, columns=["key", *flat])
+
+
+def config_diff(a: Mapping[str, Any], b: Mapping[str, Any], names: tuple[str, str] = ("a", "b")) -> pd.DataFrame:
+    """:func:`config_table` of two configs: columns ``key``, ``names[0]``, ``names[1]``."""
+    if names[0] == names[1]:
+        raise ValueError(f"names must differ, got {names}")
+    return config_table({names[0]: a, names[1]: b})
+
+
+# ----- metric tables over runs --------------------------------------------------------------------
+
+
+def stack(tables: Mapping[str, pd.DataFrame]) -> pd.DataFrame:
+    """Frames of several runs as one, with a leading ``run`` column (the mapping's keys, in order)."""
+    frames = [df.assign(run=label) for label, df in tables.items() if len(df)]
+    if not frames:
+        cols = next((list(df.columns) for df in tables.values()), [])
+        return pd.DataFrame(columns=["run", *cols])
+    out = pd.concat(frames, ignore_index=True)
+    return out[["run", *[c for c in out.columns if c != "run"]]]
+
+
+def score_difference(curve_a: pd.DataFrame, curve_b: pd.DataFrame, names: tuple[str, str] = ("a", "b")) -> pd.DataFrame:
+    """Per (method, target sparsity) present in both curve tables: the two means and ``a - b``.
+
+    The curve tables are :func:`kaviz.views.ui_data.sparsity_curve_table` frames; the pre-trained and
+    fine-tuned rows are left out.  Columns: method, sparsity, ``names[0]``, ``names[1]``, difference.
+    """
+    keys = ["method", "sparsity"]
+
+    def pruned(df: pd.DataFrame, name: str) -> pd.DataFrame:
+        d = df[~df["stage"].isin(["pretrained", "finetuned"])]
+        return d[[*keys, "mean"]].rename(columns={"mean": name})
+
+    out = pruned(curve_a, names[0]).merge(pruned(curve_b, names[1]), on=keys, how="inner")
+    out["difference"] = out[names[0]] - out[names[1]]
+    return out.sort_values(keys, kind="stable").reset_index(drop=True)
+
+
+def knowledge_options(tables: Mapping[str, pd.DataFrame]) -> tuple[list[str], list[float]]:
+    """Per-layer metrics (whole-layer rows, :func:`kaviz.core.schema.layer_rows`) and the pruned target
+    sparsities present in any of the runs' knowledge tables."""
+    metrics: list[str] = []
+    sparsities: set[float] = set()
+    for df in tables.values():
+        if df.empty:
+            continue
+        layer_rows = schema.compared(schema.layer_rows(df))
+        metrics += [m for m in layer_rows["metric"].dropna().unique() if m not in metrics]
+        sparsities |= set(df.loc[df["stage"] == "pruned", "sparsity"].dropna().astype(float))
+    return metrics, sorted(sparsities)
+
+
+def knowledge_curves(tables: Mapping[str, pd.DataFrame], metric: str, reference: str, sparsity: float) -> pd.DataFrame:
+    """One curve per (run, method) over layers: ``metric`` against ``reference`` of the pruned
+    units at target ``sparsity``, mean over seeds.
+
+    ``tables`` maps run labels to :func:`kaviz.analysis.analyzer.knowledge_table` frames.  Columns: run,
+    method, sparsity, layer, value, n_seeds.
+    """
+    cols = ["run", "method", "sparsity", "layer", "value", "n_seeds"]
+    parts = []
+    for label, df in tables.items():
+        if df.empty:
+            continue
+        rows = schema.layer_rows(df)
+        rows = rows[
+            (rows["stage"] == "pruned")
+            & np.isclose(rows["sparsity"].astype(float), sparsity)
+            & (rows["metric"] == metric)
+            & (rows["reference"] == reference)
+        ]
+        if rows.empty:
+            continue
+        g = rows.groupby(["method", "layer"], sort=False)
+        agg = g.agg(value=("value", "mean"), n_seeds=("value", "size")).reset_index()
+        parts.append(agg.assign(run=label, sparsity=float(sparsity)))
+    if not parts:
+        return pd.DataFrame(columns=cols)
+    out = pd.concat(parts, ignore_index=True)[cols]
+    return out.sort_values(["run", "method", "layer"], kind="stable").reset_index(drop=True)
+
+
+def matching_units(units_a: pd.DataFrame, units_b: pd.DataFrame) -> pd.DataFrame:
+    """Done pruned units of two runs with the same method, target sparsity and seed.
+
+    ``units_*`` are Run.units() frames.  Columns: method, sparsity, seed, unit_a, unit_b.
+    """
+    keys = ["method", "sparsity", "seed"]
+
+    def done(u: pd.DataFrame) -> pd.DataFrame:
+        return u.loc[(u["stage"] == "pruned") & (u["status"] == "done"), [*keys, "unit"]]
+
+    out = done(units_a).merge(done(units_b), on=keys, suffixes=("_a", "_b"))
+    return out.sort_values(keys, kind="stable").reset_index(drop=True)
+
+
+# ----- masks and heads ----------------------------------------------------------------------------
+
+
+def mask_overlap(model_a: nn.Module, model_b: nn.Module) -> pd.DataFrame:
+    """How much two pruned models agree on which encoder weights to keep, per prunable matrix.
+
+    Columns: module, layer, role, numel, kept_a, kept_b (non-zero weights), shared (non-zero in
+    both) and jaccard = shared / (kept in either); NaN where neither keeps a weight.  The models
+    must have the same architecture and shapes (a ValueError names the first mismatch).
+    """
+    import torch
+
+    from kaviz.core.structure import describe, prunable_linears
+
+    lin_a, lin_b = prunable_linears(model_a), prunable_linears(model_b)
+    if list(lin_a) != list(lin_b):
+        raise ValueError(
+            f"the models have different encoder matrices ({len(lin_a)} vs {len(lin_b)}); "
+            "mask overlap needs two models of the same architecture and depth"
+        )
+    rows = []
+    with torch.no_grad():
+        for name, la in lin_a.items():
+            wa, wb = la.weight, lin_b[name].weight  # (out, in) each
+            if wa.shape != wb.shape:
+                raise ValueError(
+                    f"{name}: shapes {tuple(wa.shape)} and {tuple(wb.shape)} differ (a small-dense student?); "
+                    "mask overlap needs matrices of the same shape"
+                )
+            ka, kb = wa != 0, wb != 0
+            shared, either = int((ka & kb).sum()), int((ka | kb).sum())
+            layer, role = describe(name, model_a)
+            rows.append(
+                {
+                    "module": name,
+                    "layer": layer,
+                    "role": role,
+                    "numel": wa.numel(),
+                    "kept_a": int(ka.sum()),
+                    "kept_b": int(kb.sum()),
+                    "shared": shared,
+                    "jaccard": shared / either if either else float("nan"),
+                }
+            )
+    return pd.DataFrame(rows, columns=["module", "layer", "role", "numel", "kept_a", "kept_b", "shared", "jaccard"])
+
+
+def surviving_heads(model: nn.Module) -> pd.DataFrame:
+    """Per attention head: the fraction of its query, key and value weights that are non-zero.
+
+    Head ``h`` owns output rows ``h*hd:(h+1)*hd`` of Q, K and V (``hd = hidden / heads``).
+    Columns: layer, head, query, key, value, nonzero (over the three together).
+    """
+    import torch
+
+    from kaviz.core.structure import dims, encoder_layers, structure_of
+
+    st = structure_of(model)
+    heads = dims(model)["heads"]
+    rows = []
+    with torch.no_grad():
+        for i, layer in enumerate(encoder_layers(model)):
+            counts = {}
+            size = 0
+            for role in ("query", "key", "value"):
+                w = layer.get_submodule(st.linears[role]).weight  # (H * hd, d)
+                per_head = (w != 0).reshape(heads, -1)  # (H, hd * d)
+                counts[role] = per_head.sum(dim=1)  # (H,)
+                size = per_head.shape[1]
+            for h in range(heads):
+                row = {"layer": i, "head": h, **{r: int(c[h]) / size for r, c in counts.items()}}
+                row["nonzero"] = (row["query"] + row["key"] + row["value"]) / 3
+                rows.append(row)
+    return pd.DataFrame(rows, columns=["layer", "head", "query", "key", "value", "nonzero"])
+
+
+def units_with_checkpoints(run: Run) -> list[str]:
+    """The run's done units that kept their weights, in planned order."""
+    units = run.units()
+    return [u for u in units.loc[units["status"] == "done", "unit"] if run.checkpoint_dir(u) is not None]
+
+
+def load_checkpoint(run: Run, unit: str) -> nn.Module:
+    """The unit's saved weights as a classifier (no task needed: the checkpoint's config has its
+    head), loaded like every other checkpoint: safetensors only (:func:`kaviz.analysis.unit_view.load_unit_model`)."""
+    from kaviz.analysis.unit_view import load_unit_model
+
+    model = load_unit_model(run, unit)
+    if model is None:
+        raise ValueError(f"unit {unit!r} of run {run.run_id!r} has no checkpoint (save_checkpoints was off?)")
+    return model
+
+
+def unit_masks(run_a: Run, unit_a: str, run_b: Run, unit_b: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Mask overlap of two units' checkpoints, and their surviving heads (with a ``unit`` column
+    that reads ``a`` or ``b``)."""
+    model_a, model_b = load_checkpoint(run_a, unit_a), load_checkpoint(run_b, unit_b)
+    overlap = mask_overlap(model_a, model_b)
+    heads = pd.concat(
+        [surviving_heads(model_a).assign(unit="a"), surviving_heads(model_b).assign(unit="b")], ignore_index=True
+    )
+    return overlap, heads

@@ -1,0 +1,249 @@
+"""Results with their uncertainty: scores per unit, bootstrap intervals over dev examples and seeds,
+the constant answer, and where one method overtakes another along the budget axis.
+
+Every trained unit stores its dev predictions (``predictions`` table: example, label, prediction);
+an interval for a group of units (one method, sparsity and budget, one or more seeds) resamples
+both the dev examples (the same draw for every seed of a replicate) and the seeds:
+
+    for b in 1..B:  idx ~ n examples with replacement;  seeds ~ k seeds with replacement
+                    stat_b = mean over the drawn seeds of metric(pred_s[idx], label[idx])
+
+and reports the percentile interval of ``stat_b`` (level 95% by default) around the mean over
+seeds on all examples. With one seed it is the plain bootstrap over examples (Efron & Tibshirani
+1993, ch. 13). ``test_evidence.py`` checks the vectorised metrics against :mod:`kaviz.data.base`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import numpy as np
+import pandas as pd
+
+from kaviz.data.base import METRICS
+
+#: Columns of :func:`unit_results`: one row per unit and task metric.
+RESULT_COLUMNS = ["task", "metric", "method", "sparsity", "seed", "budget", "value"]
+CLASS_METRICS = ("accuracy", "f1", "matthews")
+
+
+# ----- metrics over many resamples at once ------------------------------------------------------------
+
+
+def _batched(metric: str) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
+    """``f(pred, y) -> (B,)`` for ``pred``, ``y`` of shape (B, n): the metric of every resample row."""
+
+    def accuracy(p: np.ndarray, y: np.ndarray) -> np.ndarray:
+        return (p == y).mean(axis=1)
+
+    def counts(p: np.ndarray, y: np.ndarray):
+        tp = ((p == 1) & (y == 1)).sum(axis=1).astype(np.float64)
+        fp = ((p == 1) & (y != 1)).sum(axis=1).astype(np.float64)
+        fn = ((p != 1) & (y == 1)).sum(axis=1).astype(np.float64)
+        tn = ((p != 1) & (y != 1)).sum(axis=1).astype(np.float64)
+        return tp, fp, fn, tn
+
+    def f1(p: np.ndarray, y: np.ndarray) -> np.ndarray:
+        tp, fp, fn, _ = counts(p, y)
+        den = 2 * tp + fp + fn
+        return np.divide(2 * tp, den, out=np.zeros_like(den), where=den > 0)
+
+    def matthews(p: np.ndarray, y: np.ndarray) -> np.ndarray:
+        tp, fp, fn, tn = counts(p, y)
+        den = np.sqrt((tp + fp) * (tp + fn) * (tn + fp) * (tn + fn))
+        return np.divide(tp * tn - fp * fn, den, out=np.zeros_like(den), where=den > 0)
+
+    fast = {"accuracy": accuracy, "f1": f1, "matthews": matthews}
+    if metric in fast:
+        return fast[metric]
+    if metric not in METRICS:
+        raise ValueError(f"unknown metric {metric!r}; known: {', '.join(METRICS)}")
+    one = METRICS[metric]
+    return lambda p, y: np.array([one(pi, yi) for pi, yi in zip(p, y, strict=True)])
+
+
+def metric_value(metric: str, pred: np.ndarray, y: np.ndarray) -> float:
+    """The metric of one prediction vector (the same numbers as :mod:`kaviz.data.base`)."""
+    return float(_batched(metric)(np.asarray(pred)[None, :], np.asarray(y)[None, :])[0])
+
+
+def constant_answer(metric: str, labels: np.ndarray) -> tuple[float, float]:
+    """(value, class) of the best constant prediction for a classification metric: every class tried,
+    the best kept (majority class for accuracy; "always positive" for F1)."""
+    y = np.asarray(labels)
+    best = (-math.inf, math.nan)
+    for c in np.unique(y):
+        v = metric_value(metric, np.full_like(y, c), y)
+        if v > best[0]:
+            best = (v, float(c))
+    return best
+
+
+def score_metric(metrics: pd.DataFrame) -> str | None:
+    """The task metric that ``score`` (the task's main metric) is, read off a tidy metrics table:
+    the one equal to ``score`` on every unit; None when none is."""
+    wide = metrics.pivot_table(index="unit", columns="metric", values="value", aggfunc="first")
+    if "score" not in wide:
+        return None
+    for m in ("accuracy", "f1", "matthews", "pearson", "spearman"):
+        if m in wide and np.allclose(wide[m], wide["score"], equal_nan=True):
+            return m
+    return None
+
+
+def reference_levels(metrics: pd.DataFrame, predictions: pd.DataFrame, metric: str) -> dict[str, float]:
+    """{"fine-tuned teacher": value, "constant answer": value} of ``metric`` (``"score"`` allowed)
+    for score figures: the teacher from the metrics table, the best constant answer from the dev
+    labels in a ``predictions`` unit table (classification metrics only)."""
+    out: dict[str, float] = {}
+    teacher = metrics[(metrics["stage"] == "finetuned") & (metrics["metric"] == metric)]
+    if len(teacher):
+        out["fine-tuned teacher"] = float(teacher["value"].iloc[0])
+    name = score_metric(metrics) if metric == "score" else metric
+    if len(predictions) and name in CLASS_METRICS:
+        first = predictions[predictions["unit"] == predictions["unit"].iloc[0]].sort_values("example")
+        out["constant answer"] = constant_answer(name, first["label"].to_numpy())[0]
+    return out
+
+
+def bootstrap(
+    preds: list[np.ndarray], labels: np.ndarray, metric: str, *, n_boot: int = 2000, level: float = 0.95, seed: int = 0
+) -> tuple[float, float, float]:
+    """(mean over seeds, low, high): the percentile interval of the seed-mean of ``metric`` over
+    resampled dev examples and seeds. ``preds``: one prediction vector (n,) per seed, all against
+    ``labels`` (n,)."""
+    if not preds:
+        raise ValueError("bootstrap needs at least one prediction vector")
+    y = np.asarray(labels)
+    p = np.stack([np.asarray(x) for x in preds])  # (k, n)
+    if p.shape[1] != len(y):
+        raise ValueError(f"predictions have {p.shape[1]} examples but there are {len(y)} labels")
+    f = _batched(metric)
+    point = float(f(p, np.broadcast_to(y, p.shape)).mean())
+    rng = np.random.default_rng(seed)
+    k, n = p.shape
+    stats = np.zeros(n_boot)
+    chunk = max(1, 2_000_000 // max(1, n * k))
+    for start in range(0, n_boot, chunk):
+        b = min(chunk, n_boot - start)
+        idx = rng.integers(0, n, size=(b, n))  # (b, n) example draws, shared by the seeds of a replicate
+        picks = rng.integers(0, k, size=(b, k))  # (b, k) seed draws
+        yy = y[idx]  # (b, n)
+        per_seed = np.stack([f(p[picks[:, j][:, None], idx], yy) for j in range(k)], axis=1)  # (b, k)
+        stats[start : start + b] = per_seed.mean(axis=1)
+    alpha = (1 - level) / 2
+    lo, hi = np.quantile(stats, [alpha, 1 - alpha])
+    return point, float(lo), float(hi)
+
+
+# ----- a run's units ---------------------------------------------------------------------------------
+
+
+def _task_name(run) -> str:
+    return str((run.config.get("task") or {}).get("name", "?"))
+
+
+def unit_results(run, metrics: tuple[str, ...] = ("accuracy", "f1", "matthews", "pearson", "spearman")) -> pd.DataFrame:
+    """One row per done unit and task metric it has: RESULT_COLUMNS plus stage, unit,
+    examples_seen, train_seconds (NaN where a unit did not train)."""
+    m = run.metrics()
+    if m.empty:
+        return pd.DataFrame(columns=[*RESULT_COLUMNS, "stage", "unit", "examples_seen", "train_seconds"])
+    extra = m[m.metric.isin(["examples_seen", "train_seconds"])].pivot_table(
+        index="unit", columns="metric", values="value", aggfunc="first"
+    )
+    rows = m[m.metric.isin(metrics)].copy()
+    rows["task"] = _task_name(run)
+    rows = rows.join(extra, on="unit")
+    for c in ("examples_seen", "train_seconds"):
+        if c not in rows:
+            rows[c] = np.nan
+    return rows[[*RESULT_COLUMNS, "stage", "unit", "examples_seen", "train_seconds"]].reset_index(drop=True)
+
+
+def _predictions(run) -> dict[str, pd.DataFrame]:
+    t = run.unit_table("predictions")
+    if t.empty:
+        return {}
+    return {u: df.sort_values("example") for u, df in t.groupby("unit")}
+
+
+def summary(
+    run,
+    metrics: tuple[str, ...] | None = None,
+    *,
+    n_boot: int = 2000,
+    level: float = 0.95,
+    seed: int = 0,
+) -> pd.DataFrame:
+    """One row per (stage, method, sparsity, budget) and metric: seeds (how many), mean over seeds,
+    low/high (bootstrap over dev examples and seeds), the teacher's value and the constant answer
+    on the same dev set, and the mean as a fraction of the teacher's.
+
+    Needs the units' ``predictions`` tables (runs made before they were stored give NaN intervals).
+    """
+    res = unit_results(run)
+    if res.empty:
+        return pd.DataFrame()
+    metrics = tuple(metrics or [x for x in res.metric.unique() if x in CLASS_METRICS] or res.metric.unique())
+    preds = _predictions(run)
+    labels = next((df.label.to_numpy() for df in preds.values()), None)
+    teacher = res[res.stage == "finetuned"].set_index("metric").value
+    out = []
+    keys = ["stage", "method", "sparsity", "budget"]
+    for (stage, method, sparsity, budget), g in res.groupby(keys, dropna=False, sort=False):
+        for metric in metrics:
+            gm = g[g.metric == metric]
+            if gm.empty:
+                continue
+            units = list(dict.fromkeys(gm.unit))
+            have = [preds[u].prediction.to_numpy() for u in units if u in preds]
+            if len(have) == len(units) and labels is not None:
+                mean, lo, hi = bootstrap(have, labels, metric, n_boot=n_boot, level=level, seed=seed)
+            else:
+                mean, lo, hi = float(gm.value.mean()), math.nan, math.nan
+            const = constant_answer(metric, labels)[0] if labels is not None and metric in CLASS_METRICS else math.nan
+            t = float(teacher.get(metric, math.nan))
+            out.append(
+                {
+                    "task": _task_name(run),
+                    "stage": stage,
+                    "method": method,
+                    "sparsity": sparsity,
+                    "budget": budget,
+                    "metric": metric,
+                    "seeds": len(units),
+                    "mean": mean,
+                    "low": lo,
+                    "high": hi,
+                    "teacher": t,
+                    "constant": const,
+                    "of_teacher": mean / t if t else math.nan,
+                    "examples_seen": float(g.examples_seen.mean()),
+                    "train_seconds": float(g.train_seconds.mean()),
+                }
+            )
+    return pd.DataFrame(out)
+
+
+def overtakes(table: pd.DataFrame, method: str, baseline: str, sparsity: float, metric: str) -> float | None:
+    """The smallest budget from which ``method``'s mean beats ``baseline``'s at that budget and every
+    larger one (both measured there), from a :func:`summary` table; None if it never does."""
+    t = table[(table.metric == metric) & np.isclose(table.sparsity, sparsity) & table.budget.notna()]
+    a = t[t.method == method].set_index("budget")["mean"]
+    b = t[t.method == baseline].set_index("budget")["mean"]
+    budgets = sorted(set(a.index) & set(b.index))
+    first = None
+    for bud in budgets:
+        if a[bud] > b[bud]:
+            first = bud if first is None else first
+        else:
+            first = None
+    return first
+
+
+def separated(table: pd.DataFrame, metric: str) -> pd.DataFrame:
+    """Rows of a :func:`summary` table whose interval lies wholly above the constant answer."""
+    t = table[table.metric == metric]
+    return t[t.low > t.constant]

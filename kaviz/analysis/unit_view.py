@@ -1,0 +1,85 @@
+"""Look inside one unit's model: load it from its checkpoint, attention maps and token attributions
+for a single sentence.  For interactive views (the app caches what these return); models are
+never modified.
+
+Only checkpoints kept in the run are loaded, never a hub download: a run copied without
+checkpoints (e.g. a shipped demo run) gives None, and callers explain that.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import numpy as np
+import torch
+from torch import nn
+
+from kaviz.store import Run
+
+PAIR_SEP = " [SEP] "  # how probe texts show sentence pairs (kaviz.measure.capture.ProbeInputs.texts)
+
+
+class AttentionMaps(NamedTuple):
+    """``tokens``: the T tokens of the sentence; ``maps``: one (H, T, T) probability array per layer."""
+
+    tokens: list[str]
+    maps: list[np.ndarray]
+
+
+def load_unit_model(run: Run, unit: str) -> nn.Module | None:
+    """The unit's classifier from its checkpoint in ``run`` (kaviz's attention), in eval mode,
+    or None when the run kept no checkpoint for it."""
+    from transformers import AutoConfig
+
+    from kaviz.train.models import load_classifier
+
+    ckpt = run.checkpoint_dir(unit)
+    if ckpt is None:
+        return None
+    cfg = AutoConfig.from_pretrained(str(ckpt))
+    return load_classifier(str(ckpt), cfg.num_labels, cfg.problem_type == "regression").eval()
+
+
+def load_run_tokenizer(run: Run) -> Any | None:
+    """The tokenizer saved with ``run``, or None when it has none."""
+    from transformers import AutoTokenizer
+
+    folder = run.tokenizer_dir()
+    return AutoTokenizer.from_pretrained(str(folder)) if folder is not None else None
+
+
+def as_input(text: str) -> str | tuple[str, str]:
+    """A shown text back to what the tokenizer takes: ``"a [SEP] b"`` -> ``("a", "b")``."""
+    a, sep, b = text.partition(PAIR_SEP)
+    return (a, b) if sep else text
+
+
+def attention_maps(model: nn.Module, tokenizer: Any, text: str, *, max_length: int = 128) -> AttentionMaps:
+    """Attention probabilities of ``model`` on one sentence (or ``"a [SEP] b"`` pair), via kaviz.measure.capture."""
+    from kaviz.measure.capture import ProbeInputs, capture
+
+    if not text.strip():
+        raise ValueError("text is empty; give a sentence to look at")
+    x = as_input(text)
+    enc = tokenizer(*((x,) if isinstance(x, str) else x), truncation=True, max_length=max_length, return_tensors="pt")
+    probe = ProbeInputs(
+        input_ids=enc["input_ids"],  # (1, T)
+        attention_mask=enc["attention_mask"],  # (1, T)
+        token_type_ids=enc.get("token_type_ids"),
+        labels=torch.zeros(1, dtype=torch.int64),
+        texts=[text],
+        indices=[0],
+    )
+    cap = capture(model, probe, batch_size=1, tokens=False)
+    tokens = tokenizer.convert_ids_to_tokens(enc["input_ids"][0].tolist())
+    return AttentionMaps(tokens, [a[0].numpy() for a in cap.attentions])  # L x (H, T, T)
+
+
+def token_attributions(teacher: nn.Module, student: nn.Module, tokenizer: Any, text: str, *, n_steps: int = 16):
+    """Integrated-gradients attributions of ``teacher`` and ``student`` for one text, for the
+    teacher's predicted class: :class:`kaviz.measure.attribution.AttributionTable` (tokens, summary)."""
+    from kaviz.measure.attribution import attribution_table
+
+    if not text.strip():
+        raise ValueError("text is empty; give a sentence to explain")
+    return attribution_table(teacher, student, tokenizer, [as_input(text)], n_steps=n_steps)

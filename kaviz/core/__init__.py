@@ -1,0 +1,1 @@
+"""Definitions every layer reads: the typed run config, safe names, architectures as data."""

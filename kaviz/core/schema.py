@@ -1,0 +1,103 @@
+"""The tables a run holds, as a schema: their columns, the kinds of row in the knowledge tables,
+the references, the metric families, and the selectors every reader uses.
+
+The knowledge table (``kaviz.analysis.analyzer.knowledge_table``) holds three kinds of row in one
+tidy frame; their special values are defined here and nowhere else:
+
+- per layer: ``head == WHOLE_LAYER`` (-1), ``layer >= 0`` (0 = embeddings);
+- per head: ``head >= 0``;
+- per model: ``layer == WHOLE_MODEL`` (-1), e.g. the general-knowledge probe and attribution agreement.
+
+``reference`` is the model a row compares with: ``"finetuned"`` (the teacher), ``"pretrained"``,
+or ``SELF`` (the model on its own: attention entropy, linear probes, general probe). Metric names
+carry a family prefix: ``probe_`` (linear probe per layer), ``general_`` (general-knowledge probe),
+``attribution_`` (Integrated-Gradients agreement). Pages and views call the selectors below and
+never compare against these values themselves.
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+
+#: Columns of a run's metrics table (one row per unit and metric).
+METRIC_COLUMNS = ["run", "stage", "method", "sparsity", "seed", "budget", "unit", "metric", "value"]
+#: Columns of a unit's knowledge table as stored (the reader joins the unit's keys in front).
+KNOWLEDGE_COLUMNS = ["reference", "layer", "ref_layer", "head", "metric", "value", "pruned"]
+#: The unit keys joined in front of every per-unit analysis table.
+UNIT_KEYS = ["unit", "stage", "method", "sparsity", "seed", "budget"]
+
+WHOLE_LAYER = -1  # ``head`` of a row about a whole layer
+WHOLE_MODEL = -1  # ``layer`` of a row about the whole model
+SELF = "self"  # ``reference`` of a row about the model on its own
+REFERENCES = ("finetuned", "pretrained", SELF)
+REFERENCE_NAMES = {"finetuned": "fine-tuned teacher", "pretrained": "pre-trained model", SELF: "itself"}
+
+PROBE, GENERAL, ATTRIBUTION = "probe_", "general_", "attribution_"
+
+
+# ----- kinds of row ---------------------------------------------------------------------------------
+
+
+def layer_rows(k: pd.DataFrame) -> pd.DataFrame:
+    """Rows about a whole layer (not a head, not the whole model)."""
+    return k[(k["head"] == WHOLE_LAYER) & (k["layer"] >= 0)]
+
+
+def head_rows(k: pd.DataFrame) -> pd.DataFrame:
+    """Rows about one attention head."""
+    return k[k["head"] >= 0]
+
+
+def model_rows(k: pd.DataFrame) -> pd.DataFrame:
+    """Rows about the whole model (general probe, attribution agreement)."""
+    return k[k["layer"] == WHOLE_MODEL]
+
+
+def is_self(reference: str) -> bool:
+    """True for the reference of rows about a model on its own."""
+    return reference == SELF
+
+
+def compared(k: pd.DataFrame) -> pd.DataFrame:
+    """Rows that compare a model with another (teacher or pre-trained)."""
+    return k[k["reference"] != SELF]
+
+
+def own(k: pd.DataFrame) -> pd.DataFrame:
+    """Rows about a model on its own."""
+    return k[k["reference"] == SELF]
+
+
+def whole_or_heads(k: pd.DataFrame, per_head: bool) -> pd.DataFrame:
+    """Head rows (``per_head``) or whole-layer and whole-model rows."""
+    return k[k["head"] >= 0] if per_head else k[k["head"] == WHOLE_LAYER]
+
+
+# ----- metric families ------------------------------------------------------------------------------
+
+
+def _family(k: pd.DataFrame, prefix: str) -> list[str]:
+    return [m for m in dict.fromkeys(k["metric"]) if str(m).startswith(prefix)]
+
+
+def probe_metrics(k: pd.DataFrame) -> list[str]:
+    """Linear-probe metric names present, in table order."""
+    return _family(k, PROBE)
+
+
+def general_metrics(k: pd.DataFrame) -> list[str]:
+    """General-knowledge probe metric names present (e.g. ``general_sts_spearman``)."""
+    return _family(k, GENERAL)
+
+
+def attribution_metrics(k: pd.DataFrame) -> list[str]:
+    """Attribution-agreement metric names present."""
+    return _family(k, ATTRIBUTION)
+
+
+def family_label(metric: str) -> str:
+    """A metric name without its family prefix (``general_sts_spearman`` -> ``sts_spearman``)."""
+    for prefix in (PROBE, GENERAL, ATTRIBUTION):
+        if metric.startswith(prefix):
+            return metric[len(prefix) :]
+    return metric

@@ -1,0 +1,1 @@
+"""Measurements on captured activations: capture, similarity (CKA, CCA, Procrustes), attention, probes, attribution."""

@@ -1,0 +1,292 @@
+"""Runs the stages of a config and writes each finished unit to a run store.
+
+pretrained -> finetuned teacher -> pruned students (method x sparsity x seed), or, for
+``kaviz import``, students pruned by other tools. Every unit is seeded on its own, so a resumed
+run computes exactly what an uninterrupted one would; finished units are never redone.
+"""
+
+from __future__ import annotations
+
+import time
+import traceback
+from collections.abc import Callable
+
+import numpy as np
+import pandas as pd
+from tqdm.auto import tqdm
+
+from kaviz.core.config import TINY_MODEL, RunConfig
+from kaviz.data.tasks import load_task
+from kaviz.stages.context import Context
+from kaviz.stages.methods import METHODS, Outcome, finetune
+from kaviz.store import Run, RunStore, unit_id
+from kaviz.train import parallel
+from kaviz.train.loop import resolve_precision
+from kaviz.train.models import (
+    resolve_source,
+)
+from kaviz.train.pruning import sparsity_summary, sparsity_table
+
+
+def plan_units(cfg: RunConfig) -> list[dict]:
+    """Units in execution order: pretrained, finetuned, then students (seed, sparsity, method)."""
+    units = [
+        {
+            "unit": unit_id("pretrained"),
+            "stage": "pretrained",
+            "method": "pretrained",
+            "sparsity": 0.0,
+            "seed": cfg.seed,
+        },
+        {"unit": unit_id("finetuned"), "stage": "finetuned", "method": "finetuned", "sparsity": 0.0, "seed": cfg.seed},
+    ]
+    for label, _path, sparsity in parse_imports(cfg.import_students):
+        units.append(
+            {
+                "unit": unit_id("pruned", label, sparsity, cfg.seed),
+                "stage": "pruned",
+                "method": label,
+                "sparsity": sparsity,
+                "seed": cfg.seed,
+            }
+        )
+    main_budget = cfg.pruning.epochs if cfg.pruning.max_steps is None else None
+    seen = {u["unit"] for u in units}
+
+    def add(m: str, s: float, seed: int, budget: float | None) -> None:
+        trains = m != "oneshot-magnitude"
+        if not trains and budget is not None and budget != main_budget:
+            return  # a budget means nothing to a method that does not train
+        extra = budget is not None and budget != main_budget
+        uid = unit_id("pruned", m, s, seed, budget if extra else None)
+        if uid in seen:
+            return
+        seen.add(uid)
+        b = (budget if extra else main_budget) if trains else None
+        units.append({"unit": uid, "stage": "pruned", "method": m, "sparsity": s, "seed": seed, "budget": b})
+
+    extra_at = cfg.sparsities if cfg.extra_seed_sparsities is None else cfg.extra_seed_sparsities
+    for seed in [cfg.seed, *cfg.extra_seeds]:
+        for s in sorted(cfg.sparsities):
+            if seed != cfg.seed and s not in extra_at:
+                continue
+            for m in cfg.methods:
+                add(m, s, seed, main_budget)
+    for block in cfg.extra_units:
+        for budget in block.budgets or [main_budget]:
+            for seed in block.seeds or [cfg.seed]:
+                for s in sorted(block.sparsities or cfg.sparsities):
+                    for m in block.methods or cfg.methods:
+                        add(m, s, seed, budget)
+    return units
+
+
+def parse_imports(entries: list[str]) -> list[tuple[str, str, float]]:
+    """'label@sparsity=path' entries of ``import_students`` -> (label, path, target sparsity)."""
+    out = []
+    for e in entries:
+        head, sep, path = e.partition("=")
+        if not sep or "@" not in head:
+            raise ValueError(f"import_students entry {e!r}: expected 'label@sparsity=path_or_hub_id'")
+        label, _, s = head.partition("@")
+        out.append((label, path, float(s)))
+    return out
+
+
+class Pipeline:
+    """``Pipeline(cfg, store).run()`` executes every unit not yet done and returns the run."""
+
+    def __init__(
+        self,
+        cfg: RunConfig,
+        store: RunStore,
+        *,
+        resume: bool = False,
+        progress: bool = True,
+        echo: Callable[[str], None] | None = None,
+    ):
+        self.cfg, self.store, self.resume, self.progress = cfg.validate(), store, resume, progress
+        self.echo = echo or (lambda msg: None)
+        self.units = plan_units(cfg)
+        self.rank = 0
+
+    def run(self) -> Run:
+        acc = parallel.make_accelerator(self.cfg.training.device, self.cfg.training.batch_size)
+        self.rank = 0 if acc is None else acc.process_index
+        task = self._preflight()
+        if self.rank == 0:
+            run = self.store.create_run(self._stored_config(), units=self.units, resume=self.resume)
+        if acc is not None:  # the others follow once the main process has created (or reset) the run
+            acc.wait_for_everyone()
+            if self.rank != 0:
+                run = parallel.FollowerRun(self.store.open_run(self.cfg.name))
+                self.progress = False
+        run.set_status("running")
+        where = "" if acc is None else f", {acc.num_processes} processes ({acc.distributed_type})"
+        self._log(run, f"run {run.run_id}: {len(self.units)} units, resume={self.resume}{where}")
+        todo = [u for u in self.units if run.unit_status(u["unit"]) != "done"]
+        if acc is not None:
+            acc.wait_for_everyone()
+        if not todo:
+            run.set_status("complete")
+            return run
+        try:
+            ctx = Context(self.cfg, run, self.progress, acc, task)
+            bar = tqdm(
+                total=len(self.units),
+                initial=len(self.units) - len(todo),
+                desc="units",
+                unit="unit",
+                disable=not self.progress,
+                dynamic_ncols=True,
+            )
+            try:
+                for u in todo:
+                    bar.set_description(u["unit"])
+                    self._run_unit(ctx, run, u)
+                    bar.update(1)
+            finally:
+                bar.close()  # an error message then starts on its own line
+        except KeyboardInterrupt:
+            run.set_status("interrupted")
+            self._log(run, "interrupted; continue with --resume")
+            raise
+        except Exception:
+            run.set_status("failed")
+            raise
+        run.set_status("complete")
+        self._log(run, "complete")
+        return run
+
+    def _preflight(self):
+        """Fail before anything is written on what can be checked cheaply: the task's data (read
+        and validated here, then reused) and local model paths."""
+        m = self.cfg.model
+        for source in (m.name_or_path, m.finetuned, *[path for _, path, _ in parse_imports(self.cfg.import_students)]):
+            if source and source != TINY_MODEL:
+                resolve_source(source)  # a missing local folder or one without config.json raises here
+        return load_task(self.cfg.task, seed=self.cfg.seed)
+
+    def _stored_config(self) -> dict:
+        """The config to create or resume with: a run made by an older kaviz, whose stored config
+        lacks fields added since, is resumed when those fields hold their defaults here."""
+        mine = self.cfg.to_dict()
+        if not self.resume:
+            return mine
+        try:
+            stored = self.store.open_run(self.cfg.name).config
+            same = RunConfig.from_dict(stored).to_dict() == mine
+        except Exception:  # no such run yet, or a config this kaviz cannot read: the store reports it
+            return mine
+        return stored if same else mine
+
+    def _log(self, run: Run, msg: str) -> None:
+        run.log(msg)
+        self.echo(msg)
+
+    def _run_unit(self, ctx: Context, run: Run, u: dict, claimed: bool = False) -> None:
+        """Train (or load), evaluate and store one unit; ``claimed``: already marked running by
+        :meth:`Run.claim_unit` (unit-parallel launches)."""
+        name = u["unit"]
+        if not claimed:
+            run.start_unit(name)
+        self._log(run, f"start {name}")
+        t0 = time.perf_counter()
+        try:
+            out = self._execute(ctx, u)
+            logits, labels = ctx.predict_dev(out.model)
+            metrics = ctx.scores(logits, labels)
+            ref = ctx.teacher_encoder_params() if u["stage"] == "pruned" else None
+            metrics.update(sparsity_summary(out.model, ref))
+            tables = {"sparsity": sparsity_table(out.model), "predictions": prediction_table(ctx.spec, logits, labels)}
+            if out.result is not None:
+                seen = out.result.steps * self.cfg.training.batch_size
+                metrics.update(
+                    {
+                        "train_steps": float(out.result.steps),
+                        "examples_seen": float(seen),
+                        "budget_epochs": seen / max(1, ctx.n_train),
+                        "train_seconds": out.result.seconds,
+                        "final_loss": out.result.final_loss,
+                    }
+                )
+                tables["history"] = pd.DataFrame(out.result.history)
+                if out.result.epochs:
+                    tables["epochs"] = pd.DataFrame(out.result.epochs)
+            keep = self.cfg.save_checkpoints or u["stage"] == "finetuned"
+            if keep and not out.info.get("source"):
+                run.save_checkpoint(name, out.model)
+            rows = [{"metric": k, "value": float(v)} for k, v in metrics.items()]
+            if out.result is not None:  # where it was trained, for provenance
+                procs = 1 if ctx.accelerator is None else ctx.accelerator.num_processes
+                out.info.setdefault("device", parallel.device_label(ctx.device, procs))
+                out.info.setdefault("precision", resolve_precision(self.cfg.training.precision, ctx.device))
+            run.finish_unit(name, rows, info=out.info, tables=tables)
+            if ctx.accelerator is not None:
+                parallel.record(run.path, self.rank, name, metrics, out.model)
+                ctx.accelerator.wait_for_everyone()
+        except Exception as e:
+            run.fail_unit(name, f"{type(e).__name__}: {e}\n{traceback.format_exc(limit=5)}")
+            self._log(run, f"FAILED {name}: {type(e).__name__}: {e}")
+            raise
+        main = ctx.spec.main_metric
+        self._log(
+            run,
+            f"done {name} in {time.perf_counter() - t0:.1f}s: {main}={metrics[main]:.4f}, "
+            f"encoder sparsity={metrics['encoder_sparsity']:.4f}",
+        )
+
+    def _execute(self, ctx: Context, u: dict) -> Outcome:
+        stage, method, sparsity, seed = u["stage"], u["method"], u["sparsity"], u["seed"]
+        m = self.cfg.model
+        if stage == "pretrained":
+            info = {} if m.name_or_path == TINY_MODEL else {"source": m.name_or_path}
+            return Outcome(ctx.pretrained(), None, info)
+        if stage == "finetuned":
+            if m.finetuned:
+                ctx.set_teacher(ctx._load(m.finetuned))
+                return Outcome(ctx.teacher(), None, {"source": m.finetuned})
+            out = finetune(ctx, seed)
+            ctx.set_teacher(out.model)
+            return out
+        imports = {label: path for label, path, _ in parse_imports(self.cfg.import_students)}
+        if method in imports:
+            return Outcome(ctx._load(imports[method]), None, {"source": imports[method]})
+        main_budget = self.cfg.pruning.epochs if self.cfg.pruning.max_steps is None else None
+        budget = u.get("budget")
+        if budget is None or budget == main_budget:  # methods written for (ctx, sparsity, seed) keep working
+            return METHODS[method](ctx, sparsity, seed)
+        return METHODS[method](ctx, sparsity, seed, budget=budget)
+
+
+def prediction_table(spec, logits: np.ndarray, labels: np.ndarray) -> pd.DataFrame:
+    """One row per dev example, in order: example, label, prediction (class id, or the score for
+    regression). What bootstrap intervals over dev examples resample (``kaviz.analysis.evidence``)."""
+    logits = np.asarray(logits)
+    if spec.is_regression:
+        pred = logits.reshape(len(logits), -1)[:, 0].astype("float64")
+    else:
+        pred = logits.argmax(axis=-1).astype("float64")
+    y = np.asarray(labels).reshape(len(labels), -1)[:, 0].astype("float64")
+    return pd.DataFrame({"example": np.arange(len(y), dtype="int64"), "label": y, "prediction": pred})
+
+
+def summary_table(run: Run) -> pd.DataFrame:
+    """One row per unit in run order: stage, method, target sparsity, seed, score, measured sparsity, non-zeros."""
+    df = run.metrics()
+    if df.empty:
+        return pd.DataFrame()
+    wide = df.pivot_table(index="unit", columns="metric", values="value", aggfunc="first")
+    keys = run.units().set_index("unit")[["stage", "method", "sparsity", "seed"]]
+    wide = keys.join(wide, how="inner").reset_index(drop=True)
+    cols = [
+        "stage",
+        "method",
+        "sparsity",
+        "seed",
+        "score",
+        "encoder_sparsity",
+        "nonzero_encoder_params",
+        "train_seconds",
+    ]
+    return wide[[c for c in cols if c in wide.columns]]

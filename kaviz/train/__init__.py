@@ -1,0 +1,1 @@
+"""Models, masks and schedules, distillation losses, the training loop, data-parallel training."""

@@ -1,0 +1,179 @@
+"""Unstructured magnitude pruning per weight matrix, the cubic schedule, sparsity accounting.
+
+Masks live in a :class:`MaskSet` beside the model (never in the module graph), so a pruned model
+saves as a plain checkpoint whose zeros *are* the mask.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import pandas as pd
+import torch
+from torch import nn
+
+from kaviz.core.structure import describe, prunable_linears
+
+Criterion = Callable[[torch.Tensor], torch.Tensor]  # weight (out, in) -> importance score, same shape
+
+CRITERIA: dict[str, Criterion] = {
+    "magnitude": lambda w: w.abs(),
+}
+
+
+def cubic_sparsity(step: int, total_steps: int, final: float, initial: float = 0.0) -> float:
+    """Zhu & Gupta (2017) schedule: s_t = s_f + (s_i - s_f) (1 - t/T)^3, clipped to [0, T]."""
+    if total_steps <= 0:
+        return final
+    frac = min(max(step / total_steps, 0.0), 1.0)
+    return final + (initial - final) * (1.0 - frac) ** 3
+
+
+def topk_mask(score: torch.Tensor, sparsity: float) -> torch.Tensor:
+    """Boolean mask keeping the ``numel - round(sparsity * numel)`` highest scores of one matrix."""
+    if not 0.0 <= sparsity <= 1.0:
+        raise ValueError(f"sparsity must be in [0, 1], got {sparsity}")
+    n = score.numel()
+    n_prune = int(round(sparsity * n))
+    mask = torch.ones(n, dtype=torch.bool, device=score.device)
+    if n_prune > 0:
+        idx = torch.topk(score.reshape(-1), n_prune, largest=False, sorted=False).indices
+        mask[idx] = False
+    return mask.view_as(score)
+
+
+class MaskSet:
+    """Masks for the prunable encoder linears of one model.
+
+    ``update(s)`` recomputes every matrix's mask at sparsity ``s`` from the current weights
+    (pruned weights score ``-inf`` so they never return); ``apply()`` zeroes masked weights in
+    place with one fused ``_foreach_mul_`` (call it after every optimizer step).
+    """
+
+    def __init__(self, model: nn.Module, criterion: str | Criterion = "magnitude"):
+        self.linears = prunable_linears(model)
+        self.names = list(self.linears)
+        self.masks: list[torch.Tensor] = [torch.ones_like(w, dtype=torch.bool) for w in self.weights]
+        self._float_masks: list[torch.Tensor] | None = None
+        if isinstance(criterion, str):
+            if criterion not in CRITERIA:
+                raise ValueError(f"unknown pruning criterion {criterion!r}; known: {', '.join(CRITERIA)}")
+            criterion = CRITERIA[criterion]
+        self.criterion = criterion
+        self.sparsity = 0.0
+
+    @property
+    def weights(self) -> list[torch.Tensor]:
+        """The prunable weights as the model holds them now (moving a model may replace them)."""
+        return [m.weight for m in self.linears.values()]
+
+    def _follow_weights(self) -> None:
+        """Keep the masks on the weights' device: the model may be moved (e.g. to the GPU by the
+        training loop) after the masks were made."""
+        weights = self.weights
+        if self.masks and self.masks[0].device != weights[0].device:
+            self.masks = [m.to(w.device) for m, w in zip(self.masks, weights)]
+            self._float_masks = None
+
+    @torch.no_grad()
+    def update(self, sparsity: float) -> None:
+        if sparsity < self.sparsity - 1e-12:
+            raise ValueError(f"sparsity may only grow: {self.sparsity} -> {sparsity}")
+        self._follow_weights()
+        for i, w in enumerate(self.weights):
+            score = self.criterion(w.detach()).float().masked_fill(~self.masks[i], -math.inf)
+            self.masks[i] = topk_mask(score, sparsity)
+        self.sparsity = sparsity
+        self._float_masks = None
+        self.apply()
+
+    @torch.no_grad()
+    def apply(self) -> None:
+        self._follow_weights()
+        weights = self.weights
+        if self._float_masks is None or self._float_masks[0].dtype != weights[0].dtype:
+            self._float_masks = [m.to(w.dtype) for m, w in zip(self.masks, weights)]
+        torch._foreach_mul_(weights, self._float_masks)
+
+    @classmethod
+    def from_zeros(cls, model: nn.Module) -> MaskSet:
+        """Masks read off a model's zeros (a model pruned elsewhere, or a fixed upstream mask)."""
+        ms = cls(model)
+        ms.masks = [w.detach() != 0 for w in ms.weights]
+        total = sum(m.numel() for m in ms.masks)
+        ms.sparsity = 1.0 - sum(int(m.sum()) for m in ms.masks) / max(total, 1)
+        return ms
+
+
+def prune_magnitude(model: nn.Module, sparsity: float) -> MaskSet:
+    """One-shot per-matrix magnitude pruning of ``model`` in place; returns its masks."""
+    ms = MaskSet(model)
+    ms.update(sparsity)
+    return ms
+
+
+class CubicPruner:
+    """Drives a :class:`MaskSet` along the cubic schedule with ``n_updates`` mask updates.
+
+    Call :meth:`step` after every optimizer step with the 1-based step number: it re-applies the
+    masks and, on update steps, raises the sparsity. The target is reached at ``ramp_end *
+    total_steps`` (paper: the last step) and :meth:`finish` guarantees it at the end.
+    """
+
+    def __init__(self, masks: MaskSet, target: float, total_steps: int, n_updates: int = 100, ramp_end: float = 1.0):
+        self.masks, self.target = masks, target
+        self.ramp_steps = max(1, int(round(total_steps * ramp_end)))
+        self.every = max(1, self.ramp_steps // max(1, n_updates))
+        self.n_updates_done = 0
+
+    def step(self, step: int) -> None:
+        if step <= self.ramp_steps and (step % self.every == 0 or step == self.ramp_steps):
+            s = cubic_sparsity(step, self.ramp_steps, self.target)
+            if s > self.masks.sparsity:
+                self.masks.update(s)
+                self.n_updates_done += 1
+                return
+        self.masks.apply()
+
+    def finish(self) -> None:
+        if self.masks.sparsity < self.target:
+            self.masks.update(self.target)
+            self.n_updates_done += 1
+        self.masks.apply()
+
+
+def sparsity_table(model: nn.Module) -> pd.DataFrame:
+    """Measured zeros per prunable matrix: module, layer, role, numel, nonzero, sparsity."""
+    rows = []
+    with torch.no_grad():
+        for name, lin in prunable_linears(model).items():
+            layer, role = describe(name, model)
+            n, nz = lin.weight.numel(), int(torch.count_nonzero(lin.weight))
+            rows.append(
+                {"module": name, "layer": layer, "role": role, "numel": n, "nonzero": nz, "sparsity": 1 - nz / n}
+            )
+    return pd.DataFrame(rows, columns=["module", "layer", "role", "numel", "nonzero", "sparsity"])
+
+
+def sparsity_summary(model: nn.Module, reference_encoder_params: int | None = None) -> dict[str, float]:
+    """Encoder sparsity (vs the dense reference size, default the model's own), non-zero counts.
+
+    ``encoder_sparsity = 1 - nonzero encoder linear weights / reference_encoder_params``; for a
+    small-dense student pass the teacher's encoder size so its "sparsity" is comparable.
+    """
+    table = sparsity_table(model)
+    enc_nz, enc_n = int(table.nonzero.sum()), int(table.numel.sum())
+    ref = reference_encoder_params or enc_n
+    with torch.no_grad():
+        total_nz = sum(int(torch.count_nonzero(p)) for p in model.parameters())
+        total = sum(p.numel() for p in model.parameters())
+    return {
+        "encoder_sparsity": 1.0 - enc_nz / ref,
+        "nonzero_encoder_params": float(enc_nz),
+        "encoder_params": float(enc_n),
+        "nonzero_params": float(total_nz),
+        "params": float(total),
+        "min_matrix_sparsity": float(table.sparsity.min()),
+        "max_matrix_sparsity": float(table.sparsity.max()),
+    }

@@ -1,0 +1,205 @@
+"""Budget curves: what each method reaches for the student budget it was given.
+
+Tables and figures from a run's metrics (and knowledge) tables, for runs whose grid has a budget
+axis (``extra_units`` with ``budgets``): score, and per-layer CKA to the teacher, against examples
+seen or wall seconds of training, one panel per sparsity. No I/O, no streamlit.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+from kaviz.core import schema
+from kaviz.views.plots import STAGE_COLORS, _rgba, method_color
+
+XAxis = Literal["examples_seen", "train_seconds", "budget"]
+X_TITLES = {"examples_seen": "examples seen", "train_seconds": "training wall seconds", "budget": "budget (epochs)"}
+CURVE_COLUMNS = ["method", "sparsity", "budget", "seeds", "mean", "lo", "hi", "examples_seen", "train_seconds"]
+
+
+def has_budget_axis(metrics: pd.DataFrame) -> bool:
+    """True when some (method, sparsity) was trained at more than one budget."""
+    if "budget" not in metrics.columns:
+        return False
+    p = metrics[(metrics["stage"] == "pruned") & metrics["budget"].notna()]
+    return bool(len(p)) and bool((p.groupby(["method", "sparsity"])["budget"].nunique() > 1).any())
+
+
+def budget_curve_table(metrics: pd.DataFrame, metric: str = "score") -> pd.DataFrame:
+    """One row per (method, sparsity, budget) of the trained students: seeds, mean/min/max of
+    ``metric`` over seeds, and the mean examples seen and training seconds. Raises ValueError when
+    ``metric`` is not in the table."""
+    if metric not in set(metrics["metric"]):
+        raise ValueError(f"metric {metric!r} is not in this run's metrics ({', '.join(sorted(set(metrics.metric)))})")
+    p = metrics[(metrics["stage"] == "pruned") & metrics["budget"].notna()]
+    wide = p.pivot_table(index="unit", columns="metric", values="value", aggfunc="first")
+    keys = p.drop_duplicates("unit").set_index("unit")[["method", "sparsity", "budget", "seed"]]
+    wide = keys.join(wide, how="inner")
+    for c in ("examples_seen", "train_seconds"):
+        if c not in wide.columns:
+            wide[c] = np.nan
+    g = wide.groupby(["method", "sparsity", "budget"])
+    out = pd.DataFrame(
+        {
+            "seeds": g["seed"].nunique(),
+            "mean": g[metric].mean(),
+            "lo": g[metric].min(),
+            "hi": g[metric].max(),
+            "examples_seen": g["examples_seen"].mean(),
+            "train_seconds": g["train_seconds"].mean(),
+        }
+    ).reset_index()
+    return out[CURVE_COLUMNS].sort_values(["sparsity", "method", "budget"]).reset_index(drop=True)
+
+
+def _refs(fig: go.Figure, refs: dict[str, float], cols: int) -> None:
+    styles = {"fine-tuned teacher": ("dash", STAGE_COLORS["finetuned"]), "constant answer": ("dot", "#999999")}
+    for label, y in refs.items():
+        if y is None or not np.isfinite(y):
+            continue
+        dash, color = styles.get(label, ("dashdot", "#555555"))
+        for c in range(1, cols + 1):
+            fig.add_hline(y=y, line={"dash": dash, "color": color, "width": 1.2}, row=1, col=c)
+        fig.add_trace(  # a legend entry for the line
+            go.Scatter(x=[None], y=[None], mode="lines", name=f"{label} ({y:.3f})", line={"dash": dash, "color": color})
+        )
+
+
+def budget_curves(
+    table: pd.DataFrame,
+    *,
+    x: XAxis = "examples_seen",
+    metric: str = "score",
+    refs: dict[str, float] | None = None,
+    log_x: bool = True,
+) -> go.Figure:
+    """``metric`` against budget, one panel per sparsity, one line per method with its seed range
+    shaded; ``refs`` (label -> value: the teacher, the constant answer) as horizontal lines."""
+    if x not in X_TITLES:
+        raise ValueError(f"x {x!r} is not one of {', '.join(X_TITLES)}")
+    sparsities = sorted(table["sparsity"].unique())
+    cols = max(1, len(sparsities))
+    fig = make_subplots(
+        rows=1, cols=cols, shared_yaxes=True, subplot_titles=[f"{100 * s:g}% sparse" for s in sparsities]
+    )
+    methods = list(dict.fromkeys(table["method"]))
+    for c, sp in enumerate(sparsities, start=1):
+        for method in methods:
+            d = table[(table["method"] == method) & (table["sparsity"] == sp)].sort_values(x)
+            if d.empty:
+                continue
+            color = method_color(method, methods)
+            if (d["seeds"] > 1).any():
+                fig.add_trace(
+                    go.Scatter(
+                        x=[*d[x], *d[x][::-1]],
+                        y=[*d["hi"], *d["lo"][::-1]],
+                        fill="toself",
+                        fillcolor=_rgba(color, 0.18),
+                        line={"width": 0},
+                        legendgroup=method,
+                        showlegend=False,
+                        hoverinfo="skip",
+                    ),
+                    row=1,
+                    col=c,
+                )
+            fig.add_trace(
+                go.Scatter(
+                    x=d[x].tolist(),
+                    y=d["mean"].tolist(),
+                    mode="lines+markers",
+                    name=method,
+                    legendgroup=method,
+                    showlegend=c == 1,
+                    line={"color": color},
+                    marker={"color": color, "size": 8},
+                    customdata=d[["budget", "examples_seen", "train_seconds", "seeds"]].to_numpy(),
+                    hovertemplate=(
+                        f"<b>{method}</b>, {100 * sp:g}%<br>budget %{{customdata[0]:g}} epochs, "
+                        "%{customdata[1]:,.0f} examples, %{customdata[2]:.0f} s"
+                        f"<br>{metric} %{{y:.4f}} (%{{customdata[3]}} seeds)<extra></extra>"
+                    ),
+                ),
+                row=1,
+                col=c,
+            )
+        fig.update_xaxes(title_text=X_TITLES[x], type="log" if log_x else "linear", row=1, col=c)
+    _refs(fig, refs or {}, cols)
+    fig.update_yaxes(title_text=metric, row=1, col=1)
+    fig.update_layout(legend={"title": "method"}, hovermode="closest", margin={"t": 40})
+    return fig
+
+
+def cka_budget_table(knowledge: pd.DataFrame, metrics: pd.DataFrame, kind: str = "linear_cka") -> pd.DataFrame:
+    """Per-layer ``kind`` similarity to the fine-tuned teacher of every budget unit, mean over seeds:
+    method, sparsity, budget, layer, value, examples_seen, train_seconds."""
+    k = schema.layer_rows(knowledge)
+    k = k[(k["stage"] == "pruned") & k["budget"].notna() & (k["reference"] == "finetuned") & (k["metric"] == kind)]
+    if k.empty:
+        return pd.DataFrame(
+            columns=["method", "sparsity", "budget", "layer", "value", "examples_seen", "train_seconds"]
+        )
+    cost = metrics[metrics["metric"].isin(["examples_seen", "train_seconds"])].pivot_table(
+        index="unit", columns="metric", values="value", aggfunc="first"
+    )
+    k = k.join(cost, on="unit")
+    for c in ("examples_seen", "train_seconds"):
+        if c not in k.columns:
+            k[c] = np.nan
+    g = k.groupby(["method", "sparsity", "budget", "layer"])
+    out = g[["value", "examples_seen", "train_seconds"]].mean().reset_index()
+    return out.sort_values(["sparsity", "method", "layer", "budget"]).reset_index(drop=True)
+
+
+def cka_vs_budget(table: pd.DataFrame, sparsity: float, *, x: XAxis = "examples_seen", log_x: bool = True) -> go.Figure:
+    """Similarity to the teacher per layer (one panel each: 0 = embeddings) against budget at one
+    sparsity, one line per method: where the student's representations catch up with the teacher's."""
+    if x not in X_TITLES:
+        raise ValueError(f"x {x!r} is not one of {', '.join(X_TITLES)}")
+    t = table[np.isclose(table["sparsity"], sparsity)]
+    layers = sorted(t["layer"].unique())
+    fig = make_subplots(
+        rows=1,
+        cols=max(1, len(layers)),
+        shared_yaxes=True,
+        subplot_titles=[("embeddings" if layer == 0 else f"layer {layer}") for layer in layers],
+        horizontal_spacing=0.02,
+    )
+    methods = list(dict.fromkeys(t["method"]))
+    for c, layer in enumerate(layers, start=1):
+        for method in methods:
+            d = t[(t["method"] == method) & (t["layer"] == layer)].sort_values(x)
+            color = method_color(method, methods)
+            fig.add_trace(
+                go.Scatter(
+                    x=d[x].tolist(),
+                    y=d["value"].tolist(),
+                    mode="lines+markers",
+                    name=method,
+                    legendgroup=method,
+                    showlegend=c == 1,
+                    line={"color": color},
+                    marker={"color": color, "size": 6},
+                    customdata=d[["budget"]].to_numpy(),
+                    hovertemplate=(
+                        f"<b>{method}</b>, layer {layer}<br>budget %{{customdata[0]:g}} epochs"
+                        "<br>CKA to teacher %{y:.3f}<extra></extra>"
+                    ),
+                ),
+                row=1,
+                col=c,
+            )
+        fig.update_xaxes(type="log" if log_x else "linear", showticklabels=False, row=1, col=c)
+    fig.update_yaxes(title_text="CKA to the teacher", range=[0, 1.02], row=1, col=1)
+    fig.update_layout(
+        legend={"title": "method"},
+        margin={"t": 40, "b": 40},
+        title={"text": f"{100 * sparsity:g}% sparse: per-layer similarity to the teacher ({X_TITLES[x]} →)"},
+    )
+    return fig

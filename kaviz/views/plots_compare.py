@@ -1,0 +1,239 @@
+"""Figures that compare runs: DataFrame in, plotly Figure out.  No I/O, no streamlit.
+
+Methods keep their colours from :mod:`kaviz.views.plots`; runs are told apart by line dash and marker
+symbol, in the order they appear in the table.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import pandas as pd
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+from kaviz.views.plots import MARKER_METHODS, STAGE_COLORS, layer_role_grid, method_color
+
+RUN_DASHES = ("solid", "dash", "dot", "dashdot", "longdash", "longdashdot")
+RUN_SYMBOLS = ("circle", "square", "diamond", "triangle-up", "x", "star")
+
+
+def run_style(runs: list[str], run: str) -> tuple[str, str]:
+    """(dash, symbol) of ``run``, the n-th of ``runs``."""
+    i = runs.index(run)
+    return RUN_DASHES[i % len(RUN_DASHES)], RUN_SYMBOLS[i % len(RUN_SYMBOLS)]
+
+
+def _check(df: pd.DataFrame, cols: list[str], what: str) -> None:
+    missing = [c for c in cols if c not in df.columns]
+    if missing:
+        raise ValueError(f"{what} table lacks columns {missing}; columns: {list(df.columns)}")
+
+
+def accuracy_compare(
+    curves: pd.DataFrame, metric: str = "score", *, x: Literal["measured", "target"] = "measured"
+) -> go.Figure:
+    """``metric`` over encoder sparsity for several runs on one set of axes.
+
+    ``curves`` is :func:`kaviz.analysis.compare.stack` of :func:`kaviz.views.ui_data.sparsity_curve_table` frames
+    (run, stage, method, sparsity, measured_sparsity, mean, lo, hi, n_seeds).  One trace per
+    (run, method), coloured by method, dashed and marked by run; each run's fine-tuned teacher as a
+    grey horizontal line in the run's dash.
+    """
+    if x not in ("measured", "target"):
+        raise ValueError(f"x {x!r} is not 'measured' or 'target'")
+    _check(curves, ["run", "stage", "method", "sparsity", "measured_sparsity", "mean", "n_seeds"], "curves")
+    xcol = "measured_sparsity" if x == "measured" else "sparsity"
+    runs = list(dict.fromkeys(curves["run"]))
+    pruned = curves[~curves["stage"].isin(["pretrained", "finetuned"])]
+    methods = list(dict.fromkeys(pruned["method"]))
+    fig = go.Figure()
+    for run in runs:
+        dash, symbol = run_style(runs, run)
+        for method in methods:
+            d = pruned[(pruned["run"] == run) & (pruned["method"] == method)].sort_values(xcol)
+            if d.empty:
+                continue
+            color = method_color(method, methods)
+            fig.add_trace(
+                go.Scatter(
+                    x=d[xcol].tolist(),
+                    y=d["mean"].tolist(),
+                    mode="markers" if method in MARKER_METHODS or len(d) == 1 else "lines+markers",
+                    name=f"{method} · {run}",
+                    legendgroup=run,
+                    legendgrouptitle={"text": run},
+                    line={"color": color, "dash": dash},
+                    marker={"color": color, "symbol": symbol, "size": 9},
+                    customdata=d[["sparsity", "measured_sparsity", "n_seeds"]].to_numpy(),
+                    hovertemplate=(
+                        f"<b>{method}</b> · {run}<br>target %{{customdata[0]:.0%}}, measured %{{customdata[1]:.1%}}"
+                        f"<br>{metric} %{{y:.4f}} (%{{customdata[2]}} seeds)<extra></extra>"
+                    ),
+                )
+            )
+    xs = pruned[xcol].dropna()
+    x_end = max(1.0, float(xs.max())) if len(xs) else 1.0
+    for run in runs:
+        teacher = curves[(curves["run"] == run) & (curves["stage"] == "finetuned")]
+        if teacher.empty:
+            continue
+        y = float(teacher["mean"].iloc[0])
+        fig.add_trace(
+            go.Scatter(
+                x=[0.0, x_end],
+                y=[y, y],
+                mode="lines",
+                name=f"teacher · {run}",
+                legendgroup=run,
+                line={"color": STAGE_COLORS["finetuned"], "dash": run_style(runs, run)[0], "width": 1.2},
+                hovertemplate=f"fine-tuned teacher · {run}: {metric} %{{y:.4f}}<extra></extra>",
+            )
+        )
+    fig.update_layout(
+        xaxis={
+            "title": "encoder sparsity (measured)" if x == "measured" else "target encoder sparsity",
+            "tickformat": ".0%",
+            "range": [-0.02, x_end + 0.02],
+        },
+        yaxis={"title": metric},
+        legend={"groupclick": "toggleitem"},
+        hovermode="closest",
+        margin={"t": 30},
+    )
+    return fig
+
+
+def knowledge_compare(curves: pd.DataFrame, metric: str, reference: str) -> go.Figure:
+    """Per-layer knowledge curves of several runs: ``value`` over ``layer`` (0 = embeddings), one
+    line per (run, method), coloured by method and dashed by run.
+
+    ``curves`` is :func:`kaviz.analysis.compare.knowledge_curves` (run, method, sparsity, layer, value, n_seeds).
+    """
+    _check(curves, ["run", "method", "layer", "value"], "knowledge curves")
+    runs = list(dict.fromkeys(curves["run"]))
+    methods = list(dict.fromkeys(curves["method"]))
+    fig = go.Figure()
+    for run in runs:
+        dash, symbol = run_style(runs, run)
+        for method in methods:
+            d = curves[(curves["run"] == run) & (curves["method"] == method)].sort_values("layer")
+            if d.empty:
+                continue
+            color = method_color(method, methods)
+            fig.add_trace(
+                go.Scatter(
+                    x=d["layer"].tolist(),
+                    y=d["value"].tolist(),
+                    mode="lines+markers",
+                    name=f"{method} · {run}",
+                    legendgroup=run,
+                    line={"color": color, "dash": dash},
+                    marker={"color": color, "symbol": symbol, "size": 7},
+                    hovertemplate=f"<b>{method}</b> · {run}<br>layer %{{x}}: {metric} %{{y:.4f}}<extra></extra>",
+                )
+            )
+    fig.update_layout(
+        xaxis={"title": "layer (0 = embeddings)", "dtick": 1},
+        yaxis={"title": f"{metric} vs {reference}"},
+        hovermode="closest",
+        margin={"t": 30},
+    )
+    return fig
+
+
+def difference_heatmap(diff: pd.DataFrame, names: tuple[str, str], metric: str = "score") -> go.Figure:
+    """``names[0]`` minus ``names[1]`` per method (rows) and target sparsity (columns), a diverging
+    scale centred on zero.  ``diff`` is :func:`kaviz.analysis.compare.score_difference`."""
+    _check(diff, ["method", "sparsity", "difference"], "difference")
+    grid = diff.pivot_table(index="method", columns="sparsity", values="difference", aggfunc="mean", sort=False)
+    grid = grid.reindex(columns=sorted(grid.columns))
+    z = grid.to_numpy()
+    bound = float(abs(diff["difference"]).max()) if len(diff) else 1.0
+    fig = go.Figure(
+        go.Heatmap(
+            z=z,
+            x=[f"{100 * s:g}%" for s in grid.columns],
+            y=list(grid.index),
+            zmid=0.0,
+            zmin=-(bound or 1.0),
+            zmax=bound or 1.0,
+            colorscale="RdBu",
+            colorbar={"title": "difference"},
+            texttemplate="%{z:+.3f}",
+            hovertemplate=f"%{{y}} at %{{x}}: {names[0]} − {names[1]} = %{{z:+.4f}}<extra></extra>",
+            name="difference",
+        )
+    )
+    fig.update_layout(
+        title=f"{metric}: {names[0]} − {names[1]}",
+        xaxis={"title": "target sparsity", "type": "category"},
+        yaxis={"title": "", "autorange": "reversed"},
+        height=max(250, 45 * len(grid) + 130),
+        margin={"t": 60},
+    )
+    return fig
+
+
+def mask_overlap_heatmap(overlap: pd.DataFrame, title: str = "") -> go.Figure:
+    """Jaccard overlap of kept weights per matrix, layer (rows) x role (columns), 0 to 1.
+
+    ``overlap`` is :func:`kaviz.analysis.compare.mask_overlap` (layer, role, jaccard, ...)."""
+    _check(overlap, ["layer", "role", "jaccard"], "mask overlap")
+    grid, roles = layer_role_grid(overlap, "jaccard", dropna=False)
+    fig = go.Figure(
+        go.Heatmap(
+            z=grid.to_numpy(),
+            x=roles,
+            y=[f"layer {int(i)}" for i in grid.index],
+            zmin=0.0,
+            zmax=1.0,
+            colorscale="Viridis",
+            colorbar={"title": "Jaccard"},
+            texttemplate="%{z:.2f}",
+            hovertemplate="%{y}, %{x}: %{z:.3f} of the weights kept by either are kept by both<extra></extra>",
+            name="jaccard",
+        )
+    )
+    fig.update_layout(
+        title=title or "kept-weight overlap (Jaccard)",
+        xaxis={"title": "matrix", "side": "top"},
+        yaxis={"title": "", "autorange": "reversed"},
+        height=max(250, 36 * len(grid) + 130),
+        margin={"t": 90},
+    )
+    return fig
+
+
+def surviving_heads_heatmap(heads: pd.DataFrame, labels: dict[str, str] | None = None) -> go.Figure:
+    """Fraction of non-zero Q/K/V weights per head, layer (rows) x head (columns), one panel per
+    ``unit`` value (titled by ``labels``).  ``heads`` is :func:`kaviz.analysis.compare.surviving_heads`
+    output with a ``unit`` column (:func:`kaviz.analysis.compare.unit_masks`)."""
+    _check(heads, ["unit", "layer", "head", "nonzero"], "surviving heads")
+    units = list(dict.fromkeys(heads["unit"]))
+    labels = labels or {}
+    fig = make_subplots(rows=1, cols=len(units), subplot_titles=[labels.get(u, u) for u in units])
+    n_layers = 0
+    for k, unit in enumerate(units):
+        grid = heads[heads["unit"] == unit].pivot_table(index="layer", columns="head", values="nonzero").sort_index()
+        n_layers = max(n_layers, len(grid))
+        fig.add_trace(
+            go.Heatmap(
+                z=grid.to_numpy(),
+                x=[f"h{int(h)}" for h in grid.columns],
+                y=[f"layer {int(i)}" for i in grid.index],
+                zmin=0.0,
+                zmax=1.0,
+                colorscale="Viridis",
+                showscale=k == 0,
+                colorbar={"title": "non-zero", "tickformat": ".0%"},
+                texttemplate="%{z:.0%}",
+                hovertemplate=f"{labels.get(unit, unit)}<br>%{{y}}, %{{x}}: %{{z:.1%}} of Q/K/V non-zero<extra></extra>",
+                name=labels.get(unit, unit),
+            ),
+            row=1,
+            col=k + 1,
+        )
+        fig.update_yaxes(autorange="reversed", row=1, col=k + 1)
+    fig.update_layout(height=max(250, 36 * n_layers + 120), margin={"t": 60})
+    return fig

@@ -1,0 +1,432 @@
+"""Knowledge figures: the tables of :mod:`kaviz.analysis.analyzer` in, plotly Figures out.
+
+No I/O, no streamlit, arguments never modified.  ``knowledge`` is
+``kaviz.analysis.analyzer.knowledge_table(run)`` (unit, stage, method, sparsity, seed, reference, layer,
+ref_layer, head, metric, value, pruned); ``cka`` is ``knowledge_table(run, "cka_matrix")``.  Each
+figure has a ``*_table`` function that returns the numbers it draws (for the CSV download).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+from kaviz.core import schema
+from kaviz.core.schema import REFERENCE_NAMES
+from kaviz.views.plots import MARKER_METHODS, STAGE_COLORS, method_color
+
+STAGE_NAMES = {"pretrained": "pre-trained", "finetuned": "fine-tuned"}
+#: Line styles that tell the sparsities of one method apart (the colour tells the method).
+DASHES = ("solid", "dash", "dot", "dashdot", "longdash", "longdashdot")
+_STAGE_RANK = {"pretrained": 0, "finetuned": 1, "pruned": 2}
+_SUMMARY = ["stage", "method", "sparsity", "label"]
+
+
+def unit_label(stage: str, method: str, sparsity: float) -> str:
+    """``"fine-tuned"``, ``"pre-trained"`` or ``"<method> <sparsity>%"``."""
+    return STAGE_NAMES.get(stage) or f"{method} {100 * float(sparsity):g}%"
+
+
+def _select(
+    knowledge: pd.DataFrame,
+    metric: str,
+    reference: str | None = None,
+    *,
+    per_head: bool = False,
+    methods: Sequence[str] | None = None,
+    sparsities: Sequence[float] | None = None,
+) -> pd.DataFrame:
+    rows = knowledge[knowledge["metric"] == metric]
+    if reference is not None:
+        rows = rows[rows["reference"] == reference]
+    rows = schema.whole_or_heads(rows, per_head)
+    pruned = rows["stage"] == "pruned"
+    keep = pd.Series(True, index=rows.index)
+    if methods is not None:
+        keep &= ~pruned | rows["method"].isin(list(methods))
+    if sparsities is not None:
+        keep &= ~pruned | rows["sparsity"].isin(list(sparsities))
+    return rows[keep]
+
+
+def _summarise(rows: pd.DataFrame, knowledge: pd.DataFrame, by: list[str]) -> pd.DataFrame:
+    """Mean, std, min, max and count of ``value`` over seeds, stages first, methods in run order."""
+    cols = [*_SUMMARY, *by[3:], "mean", "std", "lo", "hi", "n_seeds"]
+    if rows.empty:
+        return pd.DataFrame(columns=cols)
+    out = rows.groupby(by, sort=False, dropna=False)["value"].agg(["mean", "std", "min", "max", "count"]).reset_index()
+    out = out.rename(columns={"min": "lo", "max": "hi", "count": "n_seeds"})
+    order = {m: i for i, m in enumerate(dict.fromkeys(knowledge["method"]))}
+    out["label"] = [unit_label(*r) for r in zip(out["stage"], out["method"], out["sparsity"])]
+    rank = out["stage"].map(_STAGE_RANK).fillna(3) * 1e6 + out["method"].map(order).fillna(0) * 1e3
+    out = out.assign(_rank=rank).sort_values(["_rank", *by[2:]], kind="stable")
+    return out[cols].reset_index(drop=True)
+
+
+# ----- per-layer lines ----------------------------------------------------------------------------
+
+
+def layer_table(
+    knowledge: pd.DataFrame,
+    metric: str,
+    reference: str,
+    *,
+    methods: Sequence[str] | None = None,
+    sparsities: Sequence[float] | None = None,
+) -> pd.DataFrame:
+    """A per-layer metric averaged over seeds: stage, method, sparsity, label, layer, mean, std, lo, hi, n_seeds.
+
+    ``layer`` is a hidden-state index (0 = embeddings): the reference model's for comparisons (so
+    a shallower small-dense student lines up with its teacher layers), the model's own for
+    ``reference=schema.SELF`` (probes).  ``methods``/``sparsities`` filter pruned units; the
+    pre-trained and fine-tuned stages are always kept.
+    """
+    rows = _select(knowledge, metric, reference, methods=methods, sparsities=sparsities)
+    rows = rows[rows["layer"] >= 0]
+    if not schema.is_self(reference):
+        rows = rows.assign(layer=pd.to_numeric(rows["ref_layer"]).fillna(rows["layer"]).astype("int64"))
+    return _summarise(rows, knowledge, ["stage", "method", "sparsity", "layer"])
+
+
+def layer_lines(
+    knowledge: pd.DataFrame,
+    metric: str,
+    reference: str,
+    *,
+    methods: Sequence[str] | None = None,
+    sparsities: Sequence[float] | None = None,
+) -> go.Figure:
+    """One line per stage / (method, sparsity) over layers: the colour is the method, the dash the sparsity.
+
+    With ``reference`` "finetuned" or "pretrained" this is the knowledge-flow view (similarity to
+    that model per layer); with schema.SELF it draws per-model scores such as the linear probe.
+    """
+    table = layer_table(knowledge, metric, reference, methods=methods, sparsities=sparsities)
+    pruned = table[table["stage"] == "pruned"]
+    known = list(dict.fromkeys(pruned["method"]))
+    levels = sorted(pruned["sparsity"].unique())
+    fig = go.Figure()
+    for label, d in table.groupby("label", sort=False):
+        stage, method, s = d["stage"].iloc[0], d["method"].iloc[0], d["sparsity"].iloc[0]
+        color = STAGE_COLORS.get(stage) or method_color(method, known)
+        dash = "solid" if stage != "pruned" else DASHES[levels.index(s) % len(DASHES)]
+        fig.add_trace(
+            go.Scatter(
+                x=d["layer"].tolist(),
+                y=d["mean"].tolist(),
+                mode="lines+markers",
+                name=label,
+                legendgroup=method,
+                line={"color": color, "dash": dash, "width": 2.5 if stage != "pruned" else 2},
+                customdata=d[["std", "n_seeds"]].to_numpy(),
+                hovertemplate=f"<b>{label}</b><br>layer %{{x}}: {metric} %{{y:.4f}}"
+                " (std %{customdata[0]:.4f}, %{customdata[1]} seeds)<extra></extra>",
+            )
+        )
+    whose = "" if schema.is_self(reference) else f" of the {REFERENCE_NAMES.get(reference, reference)}"
+    fig.update_layout(
+        xaxis={"title": f"layer{whose} (0 = embeddings)", "dtick": 1},
+        yaxis={
+            "title": metric if schema.is_self(reference) else f"{metric} vs {REFERENCE_NAMES.get(reference, reference)}"
+        },
+        legend={"title": "model"},
+        hovermode="closest",
+        margin={"t": 30},
+    )
+    return fig
+
+
+# ----- one number per model over sparsity ---------------------------------------------------------
+
+
+def sparsity_table(knowledge: pd.DataFrame, metric: str, reference: str | None = None) -> pd.DataFrame:
+    """A whole-model metric (general probe, attribution agreement) averaged over seeds:
+    stage, method, sparsity, label, mean, std, lo, hi, n_seeds."""
+    return _summarise(_select(knowledge, metric, reference), knowledge, ["stage", "method", "sparsity"])
+
+
+def metric_vs_sparsity(knowledge: pd.DataFrame, metric: str, reference: str | None = None) -> go.Figure:
+    """``metric`` of each method over target sparsity (± std over seeds), the pre-trained and
+    fine-tuned models as dotted / dashed horizontal reference lines where they have the metric."""
+    table = sparsity_table(knowledge, metric, reference)
+    pruned = table[table["stage"] == "pruned"]
+    known = list(dict.fromkeys(pruned["method"]))
+    fig = go.Figure()
+    for method, d in pruned.groupby("method", sort=False):
+        color = method_color(method, known)
+        markers = method in MARKER_METHODS or len(d) == 1
+        fig.add_trace(
+            go.Scatter(
+                x=d["sparsity"].tolist(),
+                y=d["mean"].tolist(),
+                mode="markers" if markers else "lines+markers",
+                name=method,
+                line={"color": color},
+                marker={"color": color, "size": 11 if markers else 8, "symbol": "diamond" if markers else "circle"},
+                error_y={
+                    "type": "data",
+                    "array": d["std"].fillna(0).tolist(),
+                    "visible": bool((d["n_seeds"] > 1).any()),
+                },
+                customdata=d[["n_seeds"]].to_numpy(),
+                hovertemplate=f"<b>{method}</b> %{{x:.0%}}: {metric} %{{y:.4f}} (%{{customdata[0]}} seeds)<extra></extra>",
+            )
+        )
+    x_end = max(1.0, float(pruned["sparsity"].max())) if len(pruned) else 1.0
+    for stage, dash in (("finetuned", "dash"), ("pretrained", "dot")):
+        row = table[table["stage"] == stage]
+        if len(row):
+            y = float(row["mean"].iloc[0])
+            fig.add_trace(
+                go.Scatter(
+                    x=[0.0, x_end],
+                    y=[y, y],
+                    mode="lines",
+                    name=STAGE_NAMES[stage],
+                    line={"color": STAGE_COLORS[stage], "dash": dash, "width": 1.5},
+                    hovertemplate=f"{STAGE_NAMES[stage]}: {metric} %{{y:.4f}}<extra></extra>",
+                )
+            )
+    fig.update_layout(
+        xaxis={"title": "target encoder sparsity", "tickformat": ".0%", "range": [-0.02, x_end + 0.02]},
+        yaxis={"title": metric},
+        legend={"title": "model"},
+        margin={"t": 30},
+    )
+    return fig
+
+
+# ----- heatmaps -----------------------------------------------------------------------------------
+
+
+def cka_matrix_table(cka: pd.DataFrame, unit: str, reference: str) -> pd.DataFrame:
+    """Linear CKA of every (layer, ref_layer) pair of ``unit`` vs ``reference``: layer rows x ref_layer columns."""
+    rows = cka[(cka["unit"] == unit) & (cka["reference"] == reference)]
+    if rows.empty:
+        raise ValueError(f"no CKA matrix for unit {unit!r} against {reference!r}")
+    grid = rows.pivot_table(index="layer", columns="ref_layer", values="value", aggfunc="mean").sort_index()
+    return grid.reindex(columns=sorted(grid.columns))
+
+
+def cka_heatmap(cka: pd.DataFrame, unit: str, reference: str) -> go.Figure:
+    """Layer x layer linear CKA of ``unit`` (rows) against ``reference`` (columns), 0 = embeddings.
+
+    Colours run from the matrix's smallest value to 1 so that its structure shows even when all
+    values are high; the cells print the values."""
+    grid = cka_matrix_table(cka, unit, reference)
+    ref_name = REFERENCE_NAMES.get(reference, reference)
+    z = grid.to_numpy(dtype=float)
+    low = float(np.nanmin(z)) if np.isfinite(z).any() else 0.0
+    fig = go.Figure(
+        go.Heatmap(
+            z=z,
+            x=[int(c) for c in grid.columns],
+            y=[int(i) for i in grid.index],
+            zmin=low if low < 1.0 else 0.0,
+            zmax=1.0,
+            colorscale="Viridis",
+            colorbar={"title": "linear CKA"},
+            texttemplate="%{z:.2f}",
+            hovertemplate=f"{unit} layer %{{y}} vs {ref_name} layer %{{x}}: %{{z:.4f}}<extra></extra>",
+            name=unit,
+        )
+    )
+    fig.update_layout(
+        title=f"linear CKA: {unit} vs {ref_name}",
+        xaxis={"title": f"layer of the {ref_name}", "dtick": 1},
+        yaxis={"title": "layer", "dtick": 1, "autorange": "reversed"},
+        height=max(300, 40 * len(grid) + 160),
+        margin={"t": 60},
+    )
+    return fig
+
+
+def head_table(knowledge: pd.DataFrame, unit: str, metric: str, reference: str) -> pd.DataFrame:
+    """A per-head metric of ``unit`` vs ``reference``: layer, ref_layer, head, value, pruned (value NaN when pruned)."""
+    rows = _select(knowledge[knowledge["unit"] == unit], metric, reference, per_head=True)
+    out = rows[["layer", "ref_layer", "head", "value", "pruned"]].sort_values(["layer", "head"])
+    return out.assign(ref_layer=pd.to_numeric(out["ref_layer"])).reset_index(drop=True)
+
+
+def entropy_change_table(knowledge: pd.DataFrame, unit: str, teacher: str = "finetuned") -> pd.DataFrame:
+    """Attention entropy per head of ``unit`` minus that of the ``teacher`` stage's model at the layer it
+    is compared with: layer, ref_layer, head, student, teacher, change, pruned."""
+    ent = _select(knowledge, "attention_entropy", schema.SELF, per_head=True)
+    mine = ent[ent["unit"] == unit][["layer", "head", "value", "pruned"]].rename(columns={"value": "student"})
+    theirs = ent[ent["stage"] == teacher].groupby(["layer", "head"])["value"].mean()
+    pairs = knowledge[(knowledge["unit"] == unit) & (knowledge["reference"] == teacher) & (knowledge["layer"] >= 1)]
+    layer_map = dict(zip(pairs["layer"], pd.to_numeric(pairs["ref_layer"])))
+    mine = mine.assign(ref_layer=[int(layer_map.get(x, x)) for x in mine["layer"]])
+    mine["teacher"] = [theirs.get((r, h), np.nan) for r, h in zip(mine["ref_layer"], mine["head"])]
+    mine["change"] = mine["student"] - mine["teacher"]
+    cols = ["layer", "ref_layer", "head", "student", "teacher", "change", "pruned"]
+    return mine[cols].sort_values(["layer", "head"]).reset_index(drop=True)
+
+
+def _hatch(cells: list[tuple[int, int]]) -> go.Scatter:
+    """Hatched squares over (head, layer) cells, one trace named ``pruned``."""
+    xs: list[float | None] = []
+    ys: list[float | None] = []
+    for h, layer in cells:
+        xs += [h - 0.5, h + 0.5, h + 0.5, h - 0.5, h - 0.5, None]
+        ys += [layer - 0.5, layer - 0.5, layer + 0.5, layer + 0.5, layer - 0.5, None]
+    return go.Scatter(
+        x=xs,
+        y=ys,
+        mode="lines",
+        fill="toself",
+        fillcolor="rgba(190,190,190,0.8)",
+        fillpattern={"shape": "/", "fgcolor": "#555555", "solidity": 0.3},
+        line={"color": "#555555", "width": 0.5},
+        name="pruned",
+        hoverinfo="skip",
+    )
+
+
+def head_heatmap(
+    table: pd.DataFrame,
+    value: str = "value",
+    *,
+    title: str = "",
+    colorscale: str = "Viridis",
+    zmid: float | None = None,
+    label: str | None = None,
+) -> go.Figure:
+    """Layer (rows) x head (columns) heatmap of ``table[value]`` (:func:`head_table`,
+    :func:`entropy_change_table`), colour bar titled ``label``; pruned heads are NaN, hatched and
+    labelled "pruned"."""
+    if table.empty:
+        raise ValueError("no per-head rows to draw")
+    grid = table.pivot_table(index="layer", columns="head", values=value, aggfunc="mean", dropna=False).sort_index()
+    pruned = table[table["pruned"]]
+    grid = grid.astype("float64")
+    for layer, h in zip(pruned["layer"], pruned["head"]):
+        grid.loc[layer, h] = np.nan
+    cells = set(zip(pruned["head"].astype(int), pruned["layer"].astype(int)))
+    text = [[("pruned" if (h, layer) in cells else "") for h in grid.columns] for layer in grid.index]
+    fig = go.Figure(
+        go.Heatmap(
+            z=grid.to_numpy(),
+            x=[int(h) for h in grid.columns],
+            y=[int(i) for i in grid.index],
+            text=text,
+            colorscale=colorscale,
+            zmid=zmid,
+            colorbar={"title": label or value},
+            hovertemplate="layer %{y}, head %{x}: %{z:.4f} %{text}<extra></extra>",
+            name=value,
+        )
+    )
+    if cells:
+        fig.add_trace(_hatch(sorted(cells)))
+    for h, layer in sorted(cells):
+        fig.add_annotation(x=h, y=layer, text="pruned", showarrow=False, bgcolor="white", font={"size": 10})
+    fig.update_layout(
+        title=title,
+        xaxis={"title": "head", "dtick": 1},
+        yaxis={"title": "layer", "dtick": 1, "autorange": "reversed"},
+        height=max(280, 40 * len(grid) + 140),
+        showlegend=bool(cells),
+        legend={"orientation": "h", "x": 1, "xanchor": "right", "y": 1.02, "yanchor": "bottom"},
+        plot_bgcolor="rgba(0,0,0,0)",
+    )
+    return fig
+
+
+# ----- attention maps and token attributions ------------------------------------------------------
+
+
+def attention_pair_table(tokens: Sequence[str], teacher: np.ndarray, student: np.ndarray) -> pd.DataFrame:
+    """Two (T, T) attention maps in long form: query_pos, query, key_pos, key, teacher, student."""
+    t = len(tokens)
+    if np.shape(teacher) != (t, t) or np.shape(student) != (t, t):
+        raise ValueError(
+            f"maps must both be ({t}, {t}) for {t} tokens, got {np.shape(teacher)} and {np.shape(student)}"
+        )
+    q, k = np.meshgrid(np.arange(t), np.arange(t), indexing="ij")
+    toks = np.asarray(tokens, dtype=object)
+    return pd.DataFrame(
+        {
+            "query_pos": q.ravel(),
+            "query": toks[q.ravel()],
+            "key_pos": k.ravel(),
+            "key": toks[k.ravel()],
+            "teacher": np.asarray(teacher, dtype=float).ravel(),
+            "student": np.asarray(student, dtype=float).ravel(),
+        }
+    )
+
+
+def attention_pair(
+    tokens: Sequence[str], teacher: np.ndarray, student: np.ndarray, names: tuple[str, str] = ("teacher", "student")
+) -> go.Figure:
+    """Two attention maps (query rows x key columns) side by side on one colour scale (0 to the larger max)."""
+    attention_pair_table(tokens, teacher, student)  # checks the shapes
+    pos = list(range(len(tokens)))
+    zmax = float(max(np.max(teacher), np.max(student), 1e-9))
+    fig = make_subplots(rows=1, cols=2, subplot_titles=list(names), shared_yaxes=True, horizontal_spacing=0.06)
+    for col, (name, z) in enumerate(zip(names, (teacher, student)), 1):
+        fig.add_trace(
+            go.Heatmap(
+                z=np.asarray(z, dtype=float),
+                x=pos,
+                y=pos,
+                coloraxis="coloraxis",
+                name=name,
+                customdata=np.array([[(tq, tk) for tk in tokens] for tq in tokens], dtype=object),
+                hovertemplate=f"{name}: %{{customdata[0]}} → %{{customdata[1]}}: %{{z:.3f}}<extra></extra>",
+            ),
+            row=1,
+            col=col,
+        )
+        fig.update_xaxes(tickvals=pos, ticktext=list(tokens), tickangle=-60, title="key", row=1, col=col)
+    fig.update_yaxes(tickvals=pos, ticktext=list(tokens), autorange="reversed")
+    fig.update_yaxes(title="query", row=1, col=1)
+    fig.update_layout(
+        coloraxis={"colorscale": "Blues", "cmin": 0.0, "cmax": zmax, "colorbar": {"title": "attention"}},
+        height=max(380, 18 * len(tokens) + 200),
+    )
+    return fig
+
+
+def attribution_bars_table(tokens: pd.DataFrame, *, normalize: bool = True) -> pd.DataFrame:
+    """Token attributions of one example (:class:`kaviz.measure.attribution.AttributionTable` ``tokens`` rows):
+    position, token, teacher, student; with ``normalize`` each model's scores divided by their sum of |a|."""
+    out = tokens.sort_values("position")[["position", "token", "teacher", "student"]].reset_index(drop=True)
+    if normalize:
+        for c in ("teacher", "student"):
+            total = out[c].abs().sum()
+            out[c] = out[c] / total if total > 0 else out[c]
+    return out
+
+
+def attribution_bars(
+    tokens: pd.DataFrame, *, normalize: bool = True, names: tuple[str, str] = ("teacher", "student")
+) -> go.Figure:
+    """Teacher and student token attributions side by side: one horizontal bar per token, first token on top."""
+    table = attribution_bars_table(tokens, normalize=normalize)
+    pos = table["position"].tolist()
+    fig = make_subplots(rows=1, cols=2, subplot_titles=list(names), shared_yaxes=True, horizontal_spacing=0.04)
+    for col, (name, c) in enumerate(zip(names, ("teacher", "student")), 1):
+        values = table[c].to_numpy()
+        fig.add_trace(
+            go.Bar(
+                x=values.tolist(),
+                y=pos,
+                orientation="h",
+                name=name,
+                marker={"color": np.where(values >= 0, "#EF553B", "#636EFA").tolist()},
+                customdata=table["token"].to_numpy(),
+                hovertemplate=f"{name}: %{{customdata}} %{{x:.4f}}<extra></extra>",
+            ),
+            row=1,
+            col=col,
+        )
+    fig.update_yaxes(tickvals=pos, ticktext=table["token"].tolist(), autorange="reversed")
+    fig.update_xaxes(title="share of |attribution|" if normalize else "attribution", zeroline=True)
+    fig.update_layout(showlegend=False, height=max(300, 22 * len(table) + 120), margin={"t": 40})
+    return fig

@@ -1,0 +1,38 @@
+"""kaviz.core.schema: each selector on a hand-made knowledge table with every kind of row."""
+
+import pandas as pd
+
+from kaviz.core import schema
+
+
+def table():
+    rows = [
+        ("finetuned", 0, -1, "linear_cka"),  # per layer, compared
+        ("finetuned", 1, -1, "linear_cka"),
+        ("finetuned", 1, 0, "js"),  # per head
+        ("self", 1, 2, "attention_entropy"),  # per head, own
+        ("self", 1, -1, "probe_accuracy"),  # per layer, own
+        ("self", -1, -1, "general_sts_spearman"),  # per model
+        ("finetuned", -1, -1, "attribution_spearman"),
+    ]
+    return pd.DataFrame(rows, columns=["reference", "layer", "head", "metric"])
+
+
+def test_kinds_of_row():
+    k = table()
+    assert list(schema.layer_rows(k).metric) == ["linear_cka", "linear_cka", "probe_accuracy"]
+    assert list(schema.head_rows(k).metric) == ["js", "attention_entropy"]
+    assert list(schema.model_rows(k).metric) == ["general_sts_spearman", "attribution_spearman"]
+    assert list(schema.compared(schema.head_rows(k)).metric) == ["js"]
+    assert list(schema.own(schema.layer_rows(k)).metric) == ["probe_accuracy"]
+    assert len(schema.whole_or_heads(k, per_head=True)) == 2 and len(schema.whole_or_heads(k, False)) == 5
+
+
+def test_metric_families():
+    k = table()
+    assert schema.probe_metrics(k) == ["probe_accuracy"]
+    assert schema.general_metrics(k) == ["general_sts_spearman"]
+    assert schema.attribution_metrics(k) == ["attribution_spearman"]
+    assert schema.family_label("general_sts_spearman") == "sts_spearman"
+    assert schema.family_label("linear_cka") == "linear_cka"
+    assert schema.is_self("self") and not schema.is_self("finetuned")
