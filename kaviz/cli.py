@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from kaviz.core.config import PACKAGED_MODEL, ConfigError, RunConfig
+from kaviz.core.errors import KavizError
 
 DEFAULT_RUNS = "runs"
 
@@ -335,7 +336,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("\ninterrupted: continue with --resume", file=sys.stderr)
         return 130
-    except (ValueError, FileNotFoundError, OSError) as e:  # ConfigError, TaskError, StoreError are ValueErrors
+    except KavizError as e:  # user-facing errors; anything else is a bug and shows its traceback
         print(f"kaviz: error: {e}", file=sys.stderr)
         return 2
 

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from kaviz.core.config import PACKAGED_MODEL, TINY_MODEL, ConfigError, RunConfig
+from kaviz.core.errors import KavizError
 from kaviz.core.names import check_name
 from kaviz.store import RunStore, atomic
 from kaviz.store.manifest import StoreError, now
@@ -42,7 +43,7 @@ TAIL_BYTES = 16_384
 _ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 
 
-class LaunchError(ValueError):
+class LaunchError(KavizError, ValueError):
     """A launch that cannot start or a name that was never launched; the message says why."""
 
 
@@ -202,12 +203,11 @@ def build_config(
     try:
         cfg = RunConfig.from_dict(data)
     except ConfigError as e:
-        lines = [ln.strip().removeprefix("- ") for ln in str(e).splitlines()]
-        problems += [ln for ln in lines if ln and ln != "invalid config:" and not ln.startswith("name:")]
-        if not problems:  # only the name line, already reported
-            problems.append(str(e))
+        problems += [line for (field_, _), line in zip(e.problems, e.lines()) if field_ != "name"]
+        if not problems:  # only the name, already reported
+            problems += e.lines()
     if problems:
-        raise ConfigError("invalid config:\n  - " + "\n  - ".join(problems))
+        raise ConfigError(problems=[("", p) for p in problems])
     return cfg
 
 

@@ -87,7 +87,7 @@ if submitted:
     try:
         cfg = launcher.build_config(**{**values, "name": values["name"].strip()})
     except ConfigError as e:
-        problems = [ln.strip().removeprefix("- ") for ln in str(e).splitlines()[1:]]
+        problems = e.lines()
         st.error("Not launched; fix these first:\n\n" + "\n".join(f"- {p}" for p in problems))
     else:
         if RunStore(folder).has_run(cfg.name):

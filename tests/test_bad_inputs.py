@@ -61,6 +61,8 @@ CONFIG_CASES = [
     _yaml("unknown_task.yaml", r"unknown task 'squad'"),
     _yaml("negative_steps.yaml", r"max_steps"),
     _yaml("missing_model_path.yaml", r"no/such/model.*does not exist"),
+    _yaml("cka_kind_typo.yaml", r"cka_kinds: unknown similarity 'linear_ckaa' \(did you mean 'linear_cka'\?\)"),
+    _yaml("sts_path_missing.yaml", r"sts_path.*no/such/STS-B"),
 ]
 
 

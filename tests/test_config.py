@@ -72,3 +72,31 @@ def test_yaml_scientific_floats_without_a_dot_are_numbers(tmp_path):
     assert cfg.training.learning_rate == 5e-5 and cfg.pruning.learning_rate == 1e-4
     with pytest.raises(ConfigError, match="training.learning_rate: expected a number"):
         RunConfig.from_dict({"training": {"learning_rate": "fast"}})
+
+
+def test_similarity_names_match_the_registry():
+    from kaviz.core.names import SIMILARITY_KINDS
+    from kaviz.measure.similarity import METRICS
+
+    assert tuple(METRICS) == SIMILARITY_KINDS
+
+
+def test_unknown_cka_kind_fails_when_the_config_is_built():
+    from kaviz.core.config import ConfigError, RunConfig
+
+    with pytest.raises(ConfigError) as e:
+        RunConfig.from_dict({"analysis": {"cka_kinds": ["linear_ckaa"]}})
+    assert e.value.problems[0][0] == "analysis.cka_kinds"
+    assert "did you mean 'linear_cka'?" in str(e.value)
+
+
+def test_config_error_carries_its_problems():
+    from kaviz.core.config import ConfigError, RunConfig
+    from kaviz.core.errors import KavizError
+
+    with pytest.raises(ConfigError) as e:
+        RunConfig.from_dict({"name": "../x", "sparsities": [1.5]})
+    assert isinstance(e.value, KavizError)
+    assert [f for f, _ in e.value.problems] == ["name", "sparsities"]
+    assert e.value.lines()[1] == "sparsities: 1.5 is outside (0, 1)"
+    assert str(e.value).startswith("invalid config:\n  - name: ")

@@ -13,6 +13,7 @@ import pytest
 import torch
 from scipy.stats import spearmanr
 
+from kaviz.data.base import TaskError
 from kaviz.measure import probes
 from kaviz.measure.probes import general_knowledge, has_mlm_head, linear_probe, mlm_loss, sts_pairs, sts_spearman
 
@@ -214,7 +215,8 @@ def test_builtin_sts_is_deterministic_and_spread():
     assert len(pairs) == len(gold) == 60 and all(a != b for a, b in pairs)
     g = np.array(gold)
     assert g.min() >= 0 and g.max() <= 5 and g.min() < 0.5 and g.max() > 4.5 and g.std() > 1.2
-    assert sts_pairs(STSB / "missing", 10, seed=0) == sts_pairs(None, 10, seed=0)  # no file: built-in set
+    with pytest.raises(TaskError, match="STS-B data not found"):  # a given path that is not there: an error
+        sts_pairs(STSB / "missing", 10, seed=0)
     with pytest.raises(ValueError, match="n must be"):
         sts_pairs(None, 0, seed=0)
 

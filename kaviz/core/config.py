@@ -17,6 +17,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal, get_args, get_origin
 
+from kaviz.core.errors import ConfigError
+
 METHODS = (
     "oneshot-magnitude",
     "gradual-magnitude",
@@ -30,10 +32,6 @@ TINY_MODEL = "tiny"
 
 
 SCI_FLOAT_RE = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
-
-
-class ConfigError(ValueError):
-    """A configuration that cannot run; the message names each bad field and what was expected."""
 
 
 def _help(text: str, **kw: Any) -> Any:
@@ -367,6 +365,18 @@ class RunConfig:
         if pr.small_dense_layers is not None and pr.small_dense_layers < 1:
             p.append(f"pruning.small_dense_layers: must be >= 1, got {pr.small_dense_layers}")
         an = self.analysis
+        from kaviz.core.names import SIMILARITY_KINDS
+
+        if not an.cka_kinds:
+            p.append("analysis.cka_kinds: give at least one similarity (e.g. linear_cka)")
+        for kind in an.cka_kinds:
+            if kind not in SIMILARITY_KINDS:
+                hint = difflib.get_close_matches(kind, SIMILARITY_KINDS, n=1)
+                p.append(
+                    f"analysis.cka_kinds: unknown similarity {kind!r}"
+                    + (f" (did you mean {hint[0]!r}?)" if hint else "")
+                    + f"; known: {', '.join(SIMILARITY_KINDS)}"
+                )
         if an.probe_size < 8:
             p.append(f"analysis.probe_size: must be >= 8, got {an.probe_size}")
         if an.batch_size < 1 or an.ig_steps < 1 or an.attribution_examples < 0:
@@ -382,12 +392,20 @@ class RunConfig:
     def validate(self) -> RunConfig:
         p = self.problems()
         if p:
-            raise ConfigError("invalid config:\n  - " + "\n  - ".join(p))
+            raise ConfigError(problems=[_field_message(x) for x in p])
         return self
 
     def help_table(self) -> list[tuple[str, str, Any]]:
         """(dotted field, help, default) for every field: used by ``--help`` texts and the app."""
         return list(_help_rows(type(self), ""))
+
+
+def _field_message(problem: str) -> tuple[str, str]:
+    """'field: message' -> (field, message); a problem without a field name -> ('', problem)."""
+    field_, sep, message = problem.partition(": ")
+    if sep and " " not in field_.strip() and field_:
+        return field_, message
+    return "", problem
 
 
 # ----- generic dataclass <- dict with type checks ------------------------------------------------
@@ -408,7 +426,7 @@ def _build(cls: type, data: Any, prefix: str) -> Any:
                 + (f" (did you mean {prefix}{hint[0]!r}?)" if hint else "")
                 + f"; known: {', '.join(fields)}"
             )
-        raise ConfigError("invalid config:\n  - " + "\n  - ".join(msgs))
+        raise ConfigError(problems=[_field_message(x) for x in msgs])
     kwargs = {}
     for name, value in data.items():
         kwargs[name] = _coerce(hints[name], value, f"{prefix}{name}")

@@ -15,3 +15,18 @@ def check_name(name: str, what: str = "run name") -> str:
             "(starting with a letter or digit, at most 128 characters, no '/' or '..')"
         )
     return name
+
+
+#: Names of the representation-similarity registry (``kaviz.measure.similarity.METRICS``), listed here
+#: so that a config is checked when it is built, without importing the measurement code
+#: (tests/test_config.py keeps the two equal).
+SIMILARITY_KINDS = (
+    "linear_cka",
+    "rbf_cka",
+    "unbiased_cka",
+    "minibatch_cka",
+    "procrustes_similarity",
+    "procrustes",
+    "svcca",
+    "pwcca",
+)

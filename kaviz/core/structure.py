@@ -10,6 +10,8 @@ from dataclasses import dataclass
 
 from torch import nn
 
+from kaviz.core.errors import KavizError
+
 ROLES = ("query", "key", "value", "attn_out", "ffn_in", "ffn_out")
 
 
@@ -59,7 +61,7 @@ STRUCTURES: dict[str, Structure] = {
 }
 
 
-class UnsupportedArchitectureError(ValueError):
+class UnsupportedArchitectureError(KavizError, ValueError):
     """The model's architecture has no row in :data:`STRUCTURES`."""
 
 

@@ -19,8 +19,10 @@ from typing import Any
 import datasets
 import numpy as np
 
+from kaviz.core.errors import KavizError
 
-class TaskError(ValueError):
+
+class TaskError(KavizError, ValueError):
     """Data that cannot make a task; the message names the file, column and value, and what was expected."""
 
 

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
+from kaviz.data.base import TaskError
+
 # ----- STS pairs: local STS-B, or generated ----------------------------------------------------------------
 
 
@@ -16,14 +18,20 @@ def sts_pairs(path: Path | str | None, n: int, seed: int = 0) -> tuple[list[tupl
     """Up to ``n`` (pair, gold score 0..5) STS-B-style examples.
 
     Read from a local GLUE STS-B ``dev.tsv`` (``path`` is the file, the STS-B folder or the GLUE
-    folder holding ``STS-B/``) when it exists, as a seeded sample kept in file order; otherwise a
-    built-in set generated from templates (deterministic for ``seed``).
+    folder holding ``STS-B/``), as a seeded sample kept in file order; TaskError when ``path`` is
+    given but holds none. Without ``path``: a built-in set generated from templates (deterministic
+    for ``seed``).
     """
     if isinstance(n, bool) or not isinstance(n, int) or n < 3:
         raise ValueError(f"n must be an integer >= 3, got {n!r}")
-    file = _stsb_file(Path(path)) if path is not None else None
-    if file is None:
+    if path is None:
         return builtin_sts(n, seed)
+    file = _stsb_file(Path(path))
+    if file is None:
+        raise TaskError(
+            f"STS-B data not found at {path}: expected an STS-B dev.tsv, a folder holding it, or a GLUE "
+            "folder with STS-B/dev.tsv (leave analysis.sts_path unset for the built-in generated pairs)"
+        )
     with file.open(encoding="utf-8-sig", newline="") as fh:
         rows = list(csv.reader(fh, delimiter="\t", quoting=csv.QUOTE_NONE))
     header = rows[0] if rows else []
@@ -44,6 +52,12 @@ def sts_pairs(path: Path | str | None, n: int, seed: int = 0) -> tuple[list[tupl
         keep = np.sort(np.random.default_rng(seed).choice(len(data), size=n, replace=False))
         data = [data[i] for i in keep]
     return [d[0] for d in data], [d[1] for d in data]
+
+
+def check_sts_path(path: Path | str | None) -> None:
+    """TaskError unless ``path`` is None or holds an STS-B dev.tsv (run before anything is written)."""
+    if path is not None and _stsb_file(Path(path)) is None:
+        raise TaskError(f"analysis.sts_path: no STS-B dev.tsv at {path} (the file, its folder, or a GLUE folder)")
 
 
 def _stsb_file(path: Path) -> Path | None:

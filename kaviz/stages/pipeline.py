@@ -16,6 +16,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from kaviz.core.config import TINY_MODEL, RunConfig
+from kaviz.data.sts import check_sts_path
 from kaviz.data.tasks import load_task
 from kaviz.stages.context import Context
 from kaviz.stages.methods import METHODS, Outcome, finetune
@@ -165,6 +166,9 @@ class Pipeline:
         for source in (m.name_or_path, m.finetuned, *[path for _, path, _ in parse_imports(self.cfg.import_students)]):
             if source and source != TINY_MODEL:
                 resolve_source(source)  # a missing local folder or one without config.json raises here
+        an = self.cfg.analysis
+        if an.enabled and an.general_probe in ("auto", "sts"):
+            check_sts_path(an.sts_path)
         return load_task(self.cfg.task, seed=self.cfg.seed)
 
     def _stored_config(self) -> dict:

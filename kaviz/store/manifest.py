@@ -18,6 +18,7 @@ from typing import Any
 import pandas as pd
 
 from kaviz import __version__
+from kaviz.core.errors import KavizError
 from kaviz.core.names import check_name
 from kaviz.store import atomic
 
@@ -42,7 +43,7 @@ UNIT_FIELDS = (
 _VERSION_PACKAGES = ("torch", "transformers", "datasets", "accelerate", "safetensors", "pandas", "pyarrow", "numpy")
 
 
-class StoreError(ValueError):
+class StoreError(KavizError, ValueError):
     """A run store problem: bad name, missing run, corrupt file, path outside the store, newer schema..."""
 
 

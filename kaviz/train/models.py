@@ -19,11 +19,20 @@ import torch
 from torch import nn
 
 from kaviz.core.config import PACKAGED_MODEL, TINY_MODEL, ModelConfig
+from kaviz.core.errors import KavizError
 from kaviz.core.structure import dims, prunable_linears, structure_of
 from kaviz.train.distill import layer_map
 
 ATTN_IMPL = "kaviz_scores"
 _registered = False
+
+
+class ModelLoadError(KavizError, ValueError):
+    """A model folder or hub id kaviz cannot (or will not) load; the message says why."""
+
+
+class ModelNotFoundError(ModelLoadError, FileNotFoundError):
+    """A local model path that does not exist or is not a ``save_pretrained`` folder."""
 
 
 def _score_attention(module, query, key, value, attention_mask, scaling=None, dropout=0.0, **kwargs):
@@ -65,10 +74,10 @@ def resolve_source(name_or_path: str) -> str:
     p = Path(name_or_path).expanduser()
     if p.exists():
         if not (p / "config.json").is_file():
-            raise FileNotFoundError(f"model folder {p} has no config.json (expected a save_pretrained() folder)")
+            raise ModelNotFoundError(f"model folder {p} has no config.json (expected a save_pretrained() folder)")
         return str(p)
     if looks_local:
-        raise FileNotFoundError(f"model path {name_or_path!r} does not exist")
+        raise ModelNotFoundError(f"model path {name_or_path!r} does not exist")
     return name_or_path  # a hub id
 
 
@@ -136,10 +145,6 @@ def load_classifier(
         hf_logging.set_verbosity(verbosity)
     structure_of(model)  # fail early, with a clear message, on an unsupported architecture
     return model
-
-
-class ModelLoadError(ValueError):
-    """A model folder or hub id kaviz cannot (or will not) load; the message says why."""
 
 
 PICKLE_WEIGHTS = ("pytorch_model*.bin", "*.pt", "*.pth", "*.ckpt", "*.pkl", "*.pickle")
