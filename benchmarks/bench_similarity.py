@@ -26,7 +26,8 @@ from typing import Any
 
 import torch
 
-from kaviz.measure.similarity import cka_matrix, linear_cka, minibatch_cka
+from kaviz.measure.cka_matrix import cka_matrix  # noqa: E402
+from kaviz.measure.similarity import linear_cka, minibatch_cka
 
 MIB = 2**20
 

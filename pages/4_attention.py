@@ -4,6 +4,7 @@ hatched), the change in attention entropy, and both models' maps for one sentenc
 import streamlit as st
 
 from kaviz.core import schema
+from kaviz.views import plots_attention as pa
 from kaviz.views import plots_knowledge as pk
 from pages._common import (
     attention_maps,
@@ -40,16 +41,16 @@ metric = pick(
     "pooled over the probe set's real query tokens",
 )
 ref_name = pk.REFERENCE_NAMES.get(ref, ref)
-table = pk.head_table(k, unit, metric, ref)
-fig = pk.head_heatmap(table, title=f"{metric}: {unit} vs {ref_name}", label=metric)
+table = pa.head_table(k, unit, metric, ref)
+fig = pa.head_heatmap(table, title=f"{metric}: {unit} vs {ref_name}", label=metric)
 figure(fig, table, f"{unit}_{metric}_{ref}", "attention_heads")
 
 st.subheader("Entropy change")
-ent = pk.entropy_change_table(k, unit, ref)
+ent = pa.entropy_change_table(k, unit, ref)
 if ent.empty or ent["change"].isna().all():
     st.info(f"No attention entropies for both {unit} and the {ref_name}.")
 else:
-    fig = pk.head_heatmap(
+    fig = pa.head_heatmap(
         ent, "change", title=f"entropy: {unit} − {ref_name}", colorscale="RdBu_r", zmid=0.0, label="Δ nats"
     )
     figure(fig, ent, f"{unit}_entropy_change_{ref}", "attention_entropy")
@@ -68,6 +69,6 @@ if models_or_info(key, [ref, unit], "Attention maps") and text.strip():
     ref_layer = int(row.iloc[0]) if len(row) and row.notna().iloc[0] else layer
     s_map, t_map = student.maps[layer - 1][head], teacher.maps[ref_layer - 1][head]
     names = (f"{ref_name}, layer {ref_layer}", f"{unit}, layer {layer}")
-    fig = pk.attention_pair(student.tokens, t_map, s_map, names)
-    table = pk.attention_pair_table(student.tokens, t_map, s_map)
+    fig = pa.attention_pair(student.tokens, t_map, s_map, names)
+    table = pa.attention_pair_table(student.tokens, t_map, s_map)
     figure(fig, table, f"{unit}_attention_l{layer}_h{head}", "attention_maps")

@@ -3,6 +3,7 @@ teacher's, over sparsity and per probe example, and both side by side for one se
 
 import streamlit as st
 
+from kaviz.views import plots_attention as pa
 from kaviz.views import plots_knowledge as pk
 from kaviz.views.ui_data import units_with
 from pages._common import (
@@ -63,6 +64,6 @@ normalize = c[1].toggle(
 )
 if models_or_info(key, [teacher, unit], "Token attributions") and text.strip():
     tokens = read(token_attributions, *key, teacher, unit, text)
-    fig = pk.attribution_bars(tokens, normalize=normalize, names=("fine-tuned teacher", unit))
-    figure(fig, pk.attribution_bars_table(tokens, normalize=normalize), f"{unit}_tokens", "attribution_tokens")
+    fig = pa.attribution_bars(tokens, normalize=normalize, names=("fine-tuned teacher", unit))
+    figure(fig, pa.attribution_bars_table(tokens, normalize=normalize), f"{unit}_tokens", "attribution_tokens")
     st.caption("Layer Integrated Gradients on the embeddings, for the teacher's predicted class, in both models.")

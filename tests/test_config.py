@@ -100,3 +100,21 @@ def test_config_error_carries_its_problems():
     assert [f for f, _ in e.value.problems] == ["name", "sparsities"]
     assert e.value.lines()[1] == "sparsities: 1.5 is outside (0, 1)"
     assert str(e.value).startswith("invalid config:\n  - name: ")
+
+
+def test_task_aliases_are_resolved_in_one_place():
+    from kaviz.core.config import RunConfig
+    from kaviz.core.validation import canonical_task
+
+    assert RunConfig.from_dict({"task": {"name": "SST-2"}}).task.name == "sst2"
+    assert canonical_task("STS_B") == "stsb" and canonical_task("squad") is None
+
+
+def test_imports_are_parsed_by_the_config_checker():
+    from kaviz.core.errors import ConfigError
+    from kaviz.core.validation import parse_import
+    from kaviz.stages.pipeline import parse_imports
+
+    assert parse_imports(["obert@0.9=./x"]) == [("obert", "./x", 0.9)]
+    with pytest.raises(ConfigError, match="label@sparsity=path_or_hub_id"):
+        parse_import("obert=./x")

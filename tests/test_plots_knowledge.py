@@ -14,6 +14,7 @@ import pytest
 
 from kaviz.core.config import RunConfig
 from kaviz.stages.pipeline import plan_units
+from kaviz.views import plots_attention as pa
 from kaviz.views import plots_knowledge as pk
 
 #: The planned run: 2 methods x 2 sparsities, seed 7 added at 90%; small-dense students have one
@@ -220,9 +221,9 @@ def test_cka_heatmap(tables):
 
 
 def test_head_heatmap_hatches_pruned_heads(k):
-    table = pk.head_table(k, PRUNED_UNIT, "js", "finetuned")
+    table = pa.head_table(k, PRUNED_UNIT, "js", "finetuned")
     assert len(table) == 4 and table["pruned"].sum() == 1
-    fig = pk.head_heatmap(table, title="js")
+    fig = pa.head_heatmap(table, title="js")
     heat, hatch = fig.data
     z = np.asarray(heat.z, dtype=float)
     assert z[0, 0] == pytest.approx(0.9 * 1 / 10) and z[0, 1] == pytest.approx(0.9 * 2 / 10)
@@ -230,24 +231,24 @@ def test_head_heatmap_hatches_pruned_heads(k):
     assert [(a.x, a.y, a.text) for a in fig.layout.annotations] == [(1, 2, "pruned")]
     assert hatch.name == "pruned" and hatch.fill == "toself" and hatch.fillpattern.shape == "/"
     assert [x for x in hatch.x if x is not None] == [0.5, 1.5, 1.5, 0.5, 0.5]
-    unpruned = pk.head_heatmap(pk.head_table(k, "pruned_oneshot-magnitude_s0.5_seed42", "js", "finetuned"))
+    unpruned = pa.head_heatmap(pa.head_table(k, "pruned_oneshot-magnitude_s0.5_seed42", "js", "finetuned"))
     assert len(unpruned.data) == 1 and not unpruned.layout.showlegend
 
 
 def test_entropy_change_follows_layer_map(k):
-    t = pk.entropy_change_table(k, "pruned_small-dense_s0.9_seed42", "finetuned")
+    t = pa.entropy_change_table(k, "pruned_small-dense_s0.9_seed42", "finetuned")
     assert list(t["layer"]) == [1, 1] and list(t["ref_layer"]) == [2, 2]
     assert list(t["change"]) == pytest.approx([0.9, 0.9])  # vs teacher layer 2, not layer 1
-    t = pk.entropy_change_table(k, PRUNED_UNIT, "pretrained")
+    t = pa.entropy_change_table(k, PRUNED_UNIT, "pretrained")
     assert t.set_index(["layer", "head"])["change"].drop((2, 1)).to_numpy() == pytest.approx([0.4] * 3)
     assert math.isnan(t.set_index(["layer", "head"]).loc[(2, 1), "change"])
-    fig = pk.head_heatmap(t, "change", colorscale="RdBu_r", zmid=0.0)
+    fig = pa.head_heatmap(t, "change", colorscale="RdBu_r", zmid=0.0)
     assert fig.data[0].zmid == 0.0 and fig.data[1].name == "pruned"
 
 
 def test_head_heatmap_needs_rows(k):
     with pytest.raises(ValueError, match="no per-head rows"):
-        pk.head_heatmap(pk.head_table(k, "pretrained", "js", "finetuned"))
+        pa.head_heatmap(pa.head_table(k, "pretrained", "js", "finetuned"))
 
 
 # ----- attention maps and token attributions ------------------------------------------------------
@@ -257,16 +258,16 @@ def test_attention_pair():
     tokens = ["[CLS]", "good", "good", "[SEP]"]  # repeated tokens stay apart (positions on the axes)
     t = np.eye(4)
     s = np.full((4, 4), 0.25)
-    fig = pk.attention_pair(tokens, t, s, ("teacher L2", "student L1"))
+    fig = pa.attention_pair(tokens, t, s, ("teacher L2", "student L1"))
     a, b = fig.data
     assert np.asarray(a.z).tolist() == t.tolist() and np.asarray(b.z) == pytest.approx(s)
     assert fig.layout.coloraxis.cmax == 1.0
     assert list(fig.layout.yaxis.ticktext) == tokens
     assert [x.text for x in fig.layout.annotations] == ["teacher L2", "student L1"]
-    table = pk.attention_pair_table(tokens, t, s)
+    table = pa.attention_pair_table(tokens, t, s)
     assert len(table) == 16 and table.iloc[5][["query", "key", "teacher"]].tolist() == ["good", "good", 1.0]
     with pytest.raises(ValueError, match=r"\(4, 4\)"):
-        pk.attention_pair(tokens, np.eye(3), s)
+        pa.attention_pair(tokens, np.eye(3), s)
 
 
 def test_attribution_bars_normalised():
@@ -280,9 +281,9 @@ def test_attribution_bars_normalised():
             "student": [0.0, 1.0, 1.0, 0.0],
         }
     )
-    table = pk.attribution_bars_table(tokens)
+    table = pa.attribution_bars_table(tokens)
     assert list(table["teacher"]) == [0.0, 0.75, -0.25, 0.0] and list(table["student"]) == [0.0, 0.5, 0.5, 0.0]
-    fig = pk.attribution_bars(tokens, normalize=False, names=("T", "S"))
+    fig = pa.attribution_bars(tokens, normalize=False, names=("T", "S"))
     t, s = fig.data
     assert (t.name, s.name) == ("T", "S") and list(t.x) == [0.0, 3.0, -1.0, 0.0]
     assert t.marker.color[2] != t.marker.color[1]  # negative bars in another colour

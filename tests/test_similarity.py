@@ -9,10 +9,10 @@ import torch
 from scipy.linalg import orthogonal_procrustes
 from scipy.spatial.distance import pdist, squareform
 
+from kaviz.measure.cka_matrix import cka_matrix
 from kaviz.measure.similarity import (
     HIGHER_IS_SIMILAR,
     METRICS,
-    cka_matrix,
     gram_linear,
     gram_rbf,
     hsic,

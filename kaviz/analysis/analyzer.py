@@ -28,8 +28,9 @@ from kaviz.core.schema import KNOWLEDGE_COLUMNS
 from kaviz.core.structure import dims, encoder_layers, structure_of
 from kaviz.measure.attention import ATTENTION_METRICS, attention_table
 from kaviz.measure.capture import Captured, capture, probe_inputs
+from kaviz.measure.cka_matrix import cka_matrix
 from kaviz.measure.probes import general_knowledge, linear_probe, sts_pairs
-from kaviz.measure.similarity import METRICS, cka_matrix
+from kaviz.measure.similarity import METRICS
 from kaviz.store import Run
 from kaviz.train.models import load_classifier, load_pretrained, load_tokenizer, pick_device, resolve_source
 

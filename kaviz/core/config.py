@@ -7,16 +7,12 @@ combinations and raises :class:`ConfigError` naming every offending field.
 
 from __future__ import annotations
 
-import dataclasses
-import difflib
 import json
-import re
-import types
-import typing
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Literal, get_args, get_origin
+from typing import Any, Literal
 
+from kaviz.core.coerce import build, field_message, help_rows
 from kaviz.core.errors import ConfigError
 
 METHODS = (
@@ -29,9 +25,6 @@ METHODS = (
 GLUE_TASKS = ("sst2", "mrpc", "cola", "rte", "stsb", "qnli", "mnli", "qqp")
 PACKAGED_MODEL = "packaged:all-MiniLM-L6-v2"
 TINY_MODEL = "tiny"
-
-
-SCI_FLOAT_RE = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
 
 
 def _help(text: str, **kw: Any) -> Any:
@@ -213,7 +206,10 @@ class RunConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> RunConfig:
-        cfg = _build(cls, data, "")
+        cfg = build(cls, data, "")
+        from kaviz.core.validation import canonical_task
+
+        cfg.task.name = canonical_task(cfg.task.name) or cfg.task.name  # "SST-2" -> "sst2"
         cfg.validate()
         return cfg
 
@@ -254,241 +250,17 @@ class RunConfig:
 
     # ----- validation ----------------------------------------------------------------------
     def problems(self) -> list[str]:
-        p: list[str] = []
-        from kaviz.core.names import NAME_RE
+        """Every problem as a "field: message" line (see :mod:`kaviz.core.validation`)."""
+        from kaviz.core.validation import problems
 
-        if not NAME_RE.fullmatch(self.name):
-            p.append(f"name: {self.name!r} must match {NAME_RE.pattern} (no path separators)")
-        if not self.sparsities:
-            p.append("sparsities: give at least one target sparsity")
-        for s in self.sparsities:
-            if not 0.0 < s < 1.0:
-                p.append(f"sparsities: {s} is outside (0, 1)")
-        if len(set(self.sparsities)) != len(self.sparsities):
-            p.append(f"sparsities: duplicates in {self.sparsities}")
-        if not self.methods and not self.import_students:
-            p.append("methods: give at least one method")
-        for e in self.import_students:
-            head, sep, path = e.partition("=")
-            label, at, sp = head.partition("@")
-            try:
-                ok_s = 0.0 <= float(sp) < 1.0
-            except ValueError:
-                ok_s = False
-            if not sep or not at or not path or not ok_s or not NAME_RE.fullmatch(label) or label in METHODS:
-                p.append(
-                    f"import_students: {e!r} must be 'label@sparsity=path_or_hub_id' with a new label "
-                    "(letters, digits, '.', '_', '-') and a sparsity in [0, 1)"
-                )
-        for m in self.methods:
-            if m not in METHODS:
-                hint = difflib.get_close_matches(m, METHODS, n=1)
-                p.append(
-                    f"methods: unknown method {m!r}"
-                    + (f" (did you mean {hint[0]!r}?)" if hint else "")
-                    + f"; known: {', '.join(METHODS)}"
-                )
-        if self.extra_seed_sparsities is not None:
-            for s in self.extra_seed_sparsities:
-                if s not in self.sparsities:
-                    p.append(f"extra_seed_sparsities: {s} is not in sparsities {self.sparsities}")
-        if self.seed in self.extra_seeds:
-            p.append(f"extra_seeds: {self.seed} repeats the main seed")
-        for i, b in enumerate(self.extra_units):
-            where = f"extra_units[{i}]"
-            for m in b.methods:
-                if m not in METHODS:
-                    hint = difflib.get_close_matches(m, METHODS, n=1)
-                    p.append(
-                        f"{where}.methods: unknown method {m!r}"
-                        + (f" (did you mean {hint[0]!r}?)" if hint else "")
-                        + f"; known: {', '.join(METHODS)}"
-                    )
-            for s in b.sparsities:
-                if not 0.0 < s < 1.0:
-                    p.append(f"{where}.sparsities: {s} is outside (0, 1)")
-            for bud in b.budgets:
-                if not bud > 0:
-                    p.append(f"{where}.budgets: {bud} must be > 0 (epochs of the training set)")
-            if not b.methods and not self.methods:
-                p.append(f"{where}.methods: the run has no methods to default to")
-        t = self.task
-        if t.name not in ("demo", "custom", *GLUE_TASKS):
-            hint = difflib.get_close_matches(t.name.lower(), ("demo", "custom", *GLUE_TASKS), n=1)
-            p.append(
-                f"task.name: unknown task {t.name!r}"
-                + (f" (did you mean {hint[0]!r}?)" if hint else "")
-                + f"; known: demo, custom, {', '.join(GLUE_TASKS)}"
-            )
-        if t.name == "custom":
-            if not t.path:
-                p.append("task.path: a custom task needs a CSV/JSONL file or folder")
-            if len(t.text_columns) not in (1, 2):
-                p.append(f"task.text_columns: a custom task needs one or two text columns, got {t.text_columns}")
-        for fname in ("max_train_examples", "max_eval_examples"):
-            v = getattr(t, fname)
-            if v is not None and v < 1:
-                p.append(f"task.{fname}: must be >= 1, got {v}")
-        if t.max_length < 8:
-            p.append(f"task.max_length: must be >= 8, got {t.max_length}")
-        if t.demo_train_size < 10 or t.demo_dev_size < 10:
-            p.append("task.demo_train_size / demo_dev_size: must be >= 10")
-        for sect in ("training", "pruning"):
-            c = getattr(self, sect)
-            if c.max_steps is not None and c.max_steps < 1:
-                p.append(f"{sect}.max_steps: must be >= 1, got {c.max_steps}")
-            if c.epochs <= 0:
-                p.append(f"{sect}.epochs: must be > 0, got {c.epochs}")
-            if not 0 < c.learning_rate < 1:
-                p.append(f"{sect}.learning_rate: must be in (0, 1), got {c.learning_rate}")
-        tr = self.training
-        if tr.batch_size < 1 or tr.eval_batch_size < 1:
-            p.append("training.batch_size / eval_batch_size: must be >= 1")
-        if not 0 <= tr.warmup_ratio < 1:
-            p.append(f"training.warmup_ratio: must be in [0, 1), got {tr.warmup_ratio}")
-        if tr.weight_decay < 0:
-            p.append(f"training.weight_decay: must be >= 0, got {tr.weight_decay}")
-        if tr.plateau_delta is not None and tr.plateau_delta < 0:
-            p.append(f"training.plateau_delta: must be >= 0 (points), got {tr.plateau_delta}")
-        if tr.plateau_delta is not None and tr.max_steps is not None:
-            p.append("training.plateau_delta: stops by epochs; leave training.max_steps unset")
-        if tr.num_threads is not None and tr.num_threads < 1:
-            p.append(f"training.num_threads: must be >= 1, got {tr.num_threads}")
-        dev = tr.device
-        if not (dev in ("auto", "cpu", "cuda", "mps") or dev.startswith("cuda:")):
-            p.append(f"training.device: {dev!r} is not one of auto, cpu, cuda, cuda:N, mps")
-        pr = self.pruning
-        if pr.mask_updates < 1:
-            p.append(f"pruning.mask_updates: must be >= 1, got {pr.mask_updates}")
-        if not 0 < pr.ramp_end <= 1:
-            p.append(f"pruning.ramp_end: must be in (0, 1], got {pr.ramp_end}")
-        if pr.small_dense_layers is not None and pr.small_dense_layers < 1:
-            p.append(f"pruning.small_dense_layers: must be >= 1, got {pr.small_dense_layers}")
-        an = self.analysis
-        from kaviz.core.names import SIMILARITY_KINDS
-
-        if not an.cka_kinds:
-            p.append("analysis.cka_kinds: give at least one similarity (e.g. linear_cka)")
-        for kind in an.cka_kinds:
-            if kind not in SIMILARITY_KINDS:
-                hint = difflib.get_close_matches(kind, SIMILARITY_KINDS, n=1)
-                p.append(
-                    f"analysis.cka_kinds: unknown similarity {kind!r}"
-                    + (f" (did you mean {hint[0]!r}?)" if hint else "")
-                    + f"; known: {', '.join(SIMILARITY_KINDS)}"
-                )
-        if an.probe_size < 8:
-            p.append(f"analysis.probe_size: must be >= 8, got {an.probe_size}")
-        if an.batch_size < 1 or an.ig_steps < 1 or an.attribution_examples < 0:
-            p.append("analysis.batch_size / ig_steps must be >= 1 and attribution_examples >= 0")
-        d = self.distill
-        if d.temperature <= 0:
-            p.append(f"distill.temperature: must be > 0, got {d.temperature}")
-        for a in ("alpha_att", "alpha_hid", "alpha_pred"):
-            if getattr(d, a) < 0:
-                p.append(f"distill.{a}: must be >= 0, got {getattr(d, a)}")
-        return p
+        return problems(self)
 
     def validate(self) -> RunConfig:
         p = self.problems()
         if p:
-            raise ConfigError(problems=[_field_message(x) for x in p])
+            raise ConfigError(problems=[field_message(x) for x in p])
         return self
 
     def help_table(self) -> list[tuple[str, str, Any]]:
         """(dotted field, help, default) for every field: used by ``--help`` texts and the app."""
-        return list(_help_rows(type(self), ""))
-
-
-def _field_message(problem: str) -> tuple[str, str]:
-    """'field: message' -> (field, message); a problem without a field name -> ('', problem)."""
-    field_, sep, message = problem.partition(": ")
-    if sep and " " not in field_.strip() and field_:
-        return field_, message
-    return "", problem
-
-
-# ----- generic dataclass <- dict with type checks ------------------------------------------------
-
-
-def _build(cls: type, data: Any, prefix: str) -> Any:
-    if not isinstance(data, dict):
-        raise ConfigError(f"{prefix or 'config'}: expected a mapping, got {type(data).__name__} {data!r}")
-    hints = typing.get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = [k for k in data if k not in fields]
-    if unknown:
-        msgs = []
-        for k in unknown:
-            hint = difflib.get_close_matches(str(k), fields, n=1)
-            msgs.append(
-                f"{prefix}{k}: unknown key"
-                + (f" (did you mean {prefix}{hint[0]!r}?)" if hint else "")
-                + f"; known: {', '.join(fields)}"
-            )
-        raise ConfigError(problems=[_field_message(x) for x in msgs])
-    kwargs = {}
-    for name, value in data.items():
-        kwargs[name] = _coerce(hints[name], value, f"{prefix}{name}")
-    return cls(**kwargs)
-
-
-def _coerce(tp: Any, value: Any, where: str) -> Any:
-    origin = get_origin(tp)
-    if dataclasses.is_dataclass(tp):
-        return _build(tp, value, where + ".")
-    if origin in (typing.Union, types.UnionType):
-        args = get_args(tp)
-        if value is None and type(None) in args:
-            return None
-        errors = []
-        for a in args:
-            if a is type(None):
-                continue
-            try:
-                return _coerce(a, value, where)
-            except ConfigError as e:
-                errors.append(str(e))
-        raise ConfigError(errors[0] if errors else f"{where}: bad value {value!r}")
-    if origin is Literal:
-        if value not in get_args(tp):
-            raise ConfigError(f"{where}: {value!r} is not one of {', '.join(map(repr, get_args(tp)))}")
-        return value
-    if origin is list:
-        if isinstance(value, tuple):
-            value = list(value)
-        if not isinstance(value, list):
-            raise ConfigError(f"{where}: expected a list, got {type(value).__name__} {value!r}")
-        (item,) = get_args(tp)
-        return [_coerce(item, v, f"{where}[{i}]") for i, v in enumerate(value)]
-    if tp is bool:
-        if not isinstance(value, bool):
-            raise ConfigError(f"{where}: expected true/false, got {type(value).__name__} {value!r}")
-        return value
-    if tp is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            if isinstance(value, float) and value.is_integer():
-                return int(value)
-            raise ConfigError(f"{where}: expected an integer, got {type(value).__name__} {value!r}")
-        return value
-    if tp is float:
-        if isinstance(value, str) and SCI_FLOAT_RE.fullmatch(value.strip()):
-            return float(value)  # YAML 1.1 reads 5e-5 (no dot) as a string
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"{where}: expected a number, got {type(value).__name__} {value!r}")
-        return float(value)
-    if tp is str:
-        if not isinstance(value, str):
-            raise ConfigError(f"{where}: expected a string, got {type(value).__name__} {value!r}")
-        return value
-    raise ConfigError(f"{where}: unsupported type {tp}")  # pragma: no cover
-
-
-def _help_rows(cls: type, prefix: str):
-    for f in dataclasses.fields(cls):
-        hints = typing.get_type_hints(cls)
-        if dataclasses.is_dataclass(hints[f.name]):
-            yield from _help_rows(hints[f.name], f"{prefix}{f.name}.")
-        else:
-            default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
-            yield f"{prefix}{f.name}", f.metadata.get("help", ""), default
+        return list(help_rows(type(self), ""))

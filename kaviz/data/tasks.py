@@ -12,7 +12,6 @@ readers and :func:`compute_metrics` in :mod:`kaviz.data.base`, re-exported here.
 from __future__ import annotations
 
 import csv
-import difflib
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -23,6 +22,7 @@ import datasets
 import numpy as np
 
 from kaviz.core.config import GLUE_TASKS, TaskConfig
+from kaviz.core.validation import canonical_task, unknown
 from kaviz.data import demo as _demo
 from kaviz.data.base import (
     INT_RE,
@@ -46,7 +46,6 @@ __all__ = [
     "TaskData",
     "TaskError",
     "TaskSpec",
-    "canonical_task_name",
     "compute_metrics",
     "demo_task",
     "encode",
@@ -122,18 +121,6 @@ _GLUE_FORMATS: dict[str, _GlueFormat] = {
 _STSB_RANGE = (0.0, 5.0)
 
 
-def canonical_task_name(name: str) -> str:
-    """'SST-2', 'sst2', 'STS-B' -> 'sst2', 'stsb'; 'demo' and 'custom' as they are; else TaskError."""
-    key = name.strip().lower().replace("-", "").replace("_", "")
-    if key in GLUE_TASKS or key in ("demo", "custom"):
-        return key
-    known = ("demo", "custom", *GLUE_TASKS)
-    hint = difflib.get_close_matches(key, known, n=1)
-    raise TaskError(
-        f"unknown task {name!r}" + (f" (did you mean {hint[0]!r}?)" if hint else "") + f"; known: {', '.join(known)}"
-    )
-
-
 # ----- public entry points --------------------------------------------------------------------------------
 
 
@@ -144,7 +131,9 @@ def load_task(cfg: TaskConfig, seed: int = 42) -> TaskData:
     reads the original GLUE TSV files (``train.tsv`` and ``dev.tsv``; ``dev_matched.tsv`` for MNLI)
     from that folder or from its subfolder named after the task ("SST-2" or "sst2").
     """
-    name = canonical_task_name(cfg.name)
+    name = canonical_task(cfg.name)  # RunConfig has normalised it already; a bare TaskConfig may not have
+    if name is None:
+        raise TaskError(unknown("task.name", cfg.name, ("demo", "custom", *GLUE_TASKS), "task"))
     if name == "demo":
         task = demo_task(cfg.demo_train_size, cfg.demo_dev_size, seed)
     elif name == "custom":

@@ -16,11 +16,13 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from kaviz.core.config import TINY_MODEL, RunConfig
+from kaviz.core.errors import ConfigError
+from kaviz.core.validation import parse_import
 from kaviz.data.sts import check_sts_path
 from kaviz.data.tasks import load_task
 from kaviz.stages.context import Context
 from kaviz.stages.methods import METHODS, Outcome, finetune
-from kaviz.store import Run, RunStore, unit_id
+from kaviz.store import Run, RunStore, StoreError, unit_id
 from kaviz.train import parallel
 from kaviz.train.loop import resolve_precision
 from kaviz.train.models import (
@@ -83,15 +85,9 @@ def plan_units(cfg: RunConfig) -> list[dict]:
 
 
 def parse_imports(entries: list[str]) -> list[tuple[str, str, float]]:
-    """'label@sparsity=path' entries of ``import_students`` -> (label, path, target sparsity)."""
-    out = []
-    for e in entries:
-        head, sep, path = e.partition("=")
-        if not sep or "@" not in head:
-            raise ValueError(f"import_students entry {e!r}: expected 'label@sparsity=path_or_hub_id'")
-        label, _, s = head.partition("@")
-        out.append((label, path, float(s)))
-    return out
+    """'label@sparsity=path' entries of ``import_students`` -> (label, path, target sparsity), parsed
+    by the config's own checker (:func:`kaviz.core.validation.parse_import`)."""
+    return [parse_import(e) for e in entries]
 
 
 class Pipeline:
@@ -180,7 +176,7 @@ class Pipeline:
         try:
             stored = self.store.open_run(self.cfg.name).config
             same = RunConfig.from_dict(stored).to_dict() == mine
-        except Exception:  # no such run yet, or a config this kaviz cannot read: the store reports it
+        except (StoreError, ConfigError):  # no such run yet, or a config this kaviz cannot read: the store reports it
             return mine
         return stored if same else mine
 
