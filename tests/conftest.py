@@ -1,4 +1,5 @@
 import os
+from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -75,3 +76,15 @@ def tok():
     from kaviz.train.models import packaged_model_dir
 
     return AutoTokenizer.from_pretrained(packaged_model_dir())
+
+
+@pytest.fixture
+def app(runs_dir, monkeypatch):
+    """The app (AppTest) over the requesting module's ``runs_dir`` fixture, first page rendered."""
+    from streamlit.testing.v1 import AppTest
+
+    monkeypatch.setenv("KAVIZ_RUNS", str(runs_dir))
+    at = AppTest.from_file(str(Path(__file__).resolve().parent.parent / "app.py"), default_timeout=60)
+    at.run()
+    assert not at.exception
+    return at

@@ -113,15 +113,6 @@ def runs_dir(tmp_path_factory) -> Path:
     return root
 
 
-@pytest.fixture
-def app(runs_dir, monkeypatch):
-    monkeypatch.setenv("KAVIZ_RUNS", str(runs_dir))
-    at = AppTest.from_file(APP, default_timeout=60)
-    at.run()
-    assert not at.exception
-    return at
-
-
 def _decode(obj):
     """Plotly's JSON with typed arrays ({"dtype", "bdata", "shape"}) turned into numpy arrays."""
     if isinstance(obj, dict):

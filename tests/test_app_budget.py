@@ -81,15 +81,6 @@ def runs_dir(tmp_path_factory) -> Path:
     return root
 
 
-@pytest.fixture
-def app(runs_dir, monkeypatch):
-    monkeypatch.setenv("KAVIZ_RUNS", str(runs_dir))
-    at = AppTest.from_file(APP, default_timeout=60)
-    at.run()
-    assert not at.exception
-    return at
-
-
 def test_app_opens_on_the_featured_run(app, runs_dir):
     assert app.sidebar.selectbox(key="app_run").value == str(runs_dir / "showcase")
 

@@ -8,6 +8,7 @@ test's temporary folder).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import subprocess
@@ -114,39 +115,45 @@ def settle(page, charts: bool, timeout: float = 45.0) -> None:
     raise AssertionError(f"{page.url} still running after {timeout}s")
 
 
-def test_every_page_renders(server, tmp_path):
+@contextlib.contextmanager
+def chromium_page():
+    """A page of headless Debian Chromium (1400x1000), closed afterwards."""
     sync_api = pytest.importorskip("playwright.sync_api")
-    shots = ROOT / "docs" / "screenshots" if os.environ.get("KAVIZ_SCREENSHOTS") == "1" else tmp_path
-    shots.mkdir(parents=True, exist_ok=True)
     with sync_api.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
         try:
-            page = browser.new_page(viewport={"width": 1400, "height": 1000})
-            page.goto(server)
-            settle(page, charts=True)
-            links = page.locator('[data-testid="stSidebarNavLink"]')
-            hrefs = [links.nth(i).get_attribute("href") for i in range(links.count())]
-            names = [h.rstrip("/").rsplit("/", 1)[-1] if h.rstrip("/") != server else "overview" for h in hrefs]
-            assert {"overview", "compare_runs", "new_run"} <= set(names), hrefs
-            seen = {}
-            for name, href in zip(names, hrefs):
-                page.goto(href)
-                settle(page, charts=name in WITH_CHARTS)
-                assert not page.locator('[data-testid="stException"]').count(), f"{name}: exception"
-                errors = page.locator('[data-testid="stAlertContentError"]')
-                assert not errors.count(), f"{name}: {errors.first.inner_text()}"
-                seen[name] = (page.locator("h1").first.inner_text(), page.locator(".js-plotly-plot").count())
-                if name == "compare_runs":  # the checkpoint-reading mask figures come with their toggle
-                    assert seen[name][1] == 3, seen[name]  # accuracy, knowledge, difference
-                    page.get_by_text("Show mask overlap").click()
-                    settle(page, charts=True)
-                    assert not page.locator('[data-testid="stException"]').count(), "compare_runs: exception"
-                    seen[name] = (seen[name][0], page.locator(".js-plotly-plot").count())
-                page.screenshot(path=str(shots / f"{name}.png"), full_page=name == "compare_runs")
-            assert seen["compare_runs"][0] == "Compare runs" and seen["new_run"][0] == "New run"
-            assert seen["compare_runs"][1] == 5  # accuracy, knowledge, difference, mask overlap, heads
+            yield browser.new_page(viewport={"width": 1400, "height": 1000})
         finally:
             browser.close()
+
+
+def test_every_page_renders(server, tmp_path):
+    shots = ROOT / "docs" / "screenshots" if os.environ.get("KAVIZ_SCREENSHOTS") == "1" else tmp_path
+    shots.mkdir(parents=True, exist_ok=True)
+    with chromium_page() as page:
+        page.goto(server)
+        settle(page, charts=True)
+        links = page.locator('[data-testid="stSidebarNavLink"]')
+        hrefs = [links.nth(i).get_attribute("href") for i in range(links.count())]
+        names = [h.rstrip("/").rsplit("/", 1)[-1] if h.rstrip("/") != server else "overview" for h in hrefs]
+        assert {"overview", "compare_runs", "new_run"} <= set(names), hrefs
+        seen = {}
+        for name, href in zip(names, hrefs):
+            page.goto(href)
+            settle(page, charts=name in WITH_CHARTS)
+            assert not page.locator('[data-testid="stException"]').count(), f"{name}: exception"
+            errors = page.locator('[data-testid="stAlertContentError"]')
+            assert not errors.count(), f"{name}: {errors.first.inner_text()}"
+            seen[name] = (page.locator("h1").first.inner_text(), page.locator(".js-plotly-plot").count())
+            if name == "compare_runs":  # the checkpoint-reading mask figures come with their toggle
+                assert seen[name][1] == 3, seen[name]  # accuracy, knowledge, difference
+                page.get_by_text("Show mask overlap").click()
+                settle(page, charts=True)
+                assert not page.locator('[data-testid="stException"]').count(), "compare_runs: exception"
+                seen[name] = (seen[name][0], page.locator(".js-plotly-plot").count())
+            page.screenshot(path=str(shots / f"{name}.png"), full_page=name == "compare_runs")
+        assert seen["compare_runs"][0] == "Compare runs" and seen["new_run"][0] == "New run"
+        assert seen["compare_runs"][1] == 5  # accuracy, knowledge, difference, mask overlap, heads
 
 
 @pytest.fixture(scope="module")
@@ -164,32 +171,24 @@ def showcase_server(tmp_path_factory):
 
 
 def test_app_opens_on_the_showcase_and_draws_budget_curves(showcase_server, tmp_path):
-    sync_api = pytest.importorskip("playwright.sync_api")
-    with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
-        try:
-            page = browser.new_page(viewport={"width": 1400, "height": 1000})
-            page.goto(showcase_server)
-            settle(page, charts=False)
-            picker = page.locator('[data-testid="stSidebar"] [data-testid="stSelectbox"]').first
-            shown = (
-                picker.inner_text()
-                + " "
-                + " ".join(
-                    picker.locator("input").evaluate_all(
-                        "els => els.map(e => e.value || e.getAttribute('aria-label') || '')"
-                    )
+    with chromium_page() as page:
+        page.goto(showcase_server)
+        settle(page, charts=False)
+        picker = page.locator('[data-testid="stSidebar"] [data-testid="stSelectbox"]').first
+        shown = (
+            picker.inner_text()
+            + " "
+            + " ".join(
+                picker.locator("input").evaluate_all(
+                    "els => els.map(e => e.value || e.getAttribute('aria-label') || '')"
                 )
             )
-            assert "★ showcase" in shown or "★ showcase" in page.locator('[data-testid="stSidebar"]').inner_text(), (
-                shown
-            )
-            page.goto(f"{showcase_server}/budget_curves")
-            settle(page, charts=True)
-            assert page.locator("h1").first.inner_text() == "Budget curves"
-            assert not page.locator('[data-testid="stException"]').count()
-            assert not page.locator('[data-testid="stAlertContentError"]').count()
-            assert page.locator(".js-plotly-plot").count() == 2  # score and per-layer CKA against budget
-            page.screenshot(path=str(tmp_path / "budget_curves.png"), full_page=True)
-        finally:
-            browser.close()
+        )
+        assert "★ showcase" in shown or "★ showcase" in page.locator('[data-testid="stSidebar"]').inner_text(), shown
+        page.goto(f"{showcase_server}/budget_curves")
+        settle(page, charts=True)
+        assert page.locator("h1").first.inner_text() == "Budget curves"
+        assert not page.locator('[data-testid="stException"]').count()
+        assert not page.locator('[data-testid="stAlertContentError"]').count()
+        assert page.locator(".js-plotly-plot").count() == 2  # score and per-layer CKA against budget
+        page.screenshot(path=str(tmp_path / "budget_curves.png"), full_page=True)

@@ -57,16 +57,15 @@ def _env() -> dict[str, str]:
     return env
 
 
-@pytest.fixture(scope="module")
-def runs(tmp_path_factory):
+def one_and_two_processes(tmp: Path, cfg: Path, name: str, *extra: str):
+    """``kaviz run cfg`` under torchrun with 2 processes (``extra`` CLI flags) into ``tmp/two`` and in
+    one process into ``tmp/one``; (two-process run, one-process run, the torchrun result)."""
     if not TORCHRUN.exists() and shutil.which("torchrun") is None:
         pytest.skip("torchrun is not installed beside this Python")
-    tmp = tmp_path_factory.mktemp("parallel")
-    cfg = _config(tmp)
     cli = [str(TORCHRUN if TORCHRUN.exists() else shutil.which("torchrun"))]
     two = subprocess.run(
         [*cli, "--nproc_per_node", "2", "--master_addr", "127.0.0.1", "--master_port", str(_free_port()),
-         "-m", "kaviz.cli", "run", str(cfg), "--out", str(tmp / "two"), "--quiet"],
+         "-m", "kaviz.cli", "run", str(cfg), "--out", str(tmp / "two"), "--quiet", *extra],
         env=_env(), capture_output=True, text=True, timeout=600,
     )  # fmt: skip
     assert two.returncode == 0, two.stdout[-3000:] + two.stderr[-3000:]
@@ -75,7 +74,13 @@ def runs(tmp_path_factory):
         env=_env(), capture_output=True, text=True, timeout=600,
     )  # fmt: skip
     assert one.returncode == 0, one.stderr[-3000:]
-    return RunStore(tmp / "two").open_run("dp"), RunStore(tmp / "one").open_run("dp"), two
+    return RunStore(tmp / "two").open_run(name), RunStore(tmp / "one").open_run(name), two
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("parallel")
+    return one_and_two_processes(tmp, _config(tmp), "dp")
 
 
 def test_both_processes_agree_on_masks_and_metrics(runs):

@@ -8,14 +8,11 @@ the arithmetic is the same).
 from __future__ import annotations
 
 import re
-import subprocess
-import sys
 
 import pytest
 
 from kaviz.core.config import RunConfig
-from kaviz.store import RunStore
-from tests.test_parallel import TORCHRUN, _env, _free_port
+from tests.test_parallel import one_and_two_processes
 
 
 def _config(tmp_path):
@@ -40,25 +37,9 @@ def _config(tmp_path):
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
-    import shutil
-
-    if not TORCHRUN.exists() and shutil.which("torchrun") is None:
-        pytest.skip("torchrun is not installed beside this Python")
     tmp = tmp_path_factory.mktemp("unit_parallel")
-    cfg = _config(tmp)
-    cli = [str(TORCHRUN if TORCHRUN.exists() else shutil.which("torchrun"))]
-    two = subprocess.run(
-        [*cli, "--nproc_per_node", "2", "--master_addr", "127.0.0.1", "--master_port", str(_free_port()),
-         "-m", "kaviz.cli", "run", str(cfg), "--out", str(tmp / "two"), "--quiet", "--unit-parallel"],
-        env=_env(), capture_output=True, text=True, timeout=600,
-    )  # fmt: skip
-    assert two.returncode == 0, two.stdout[-3000:] + two.stderr[-3000:]
-    one = subprocess.run(
-        [sys.executable, "-m", "kaviz.cli", "run", str(cfg), "--out", str(tmp / "one"), "--quiet"],
-        env=_env(), capture_output=True, text=True, timeout=600,
-    )  # fmt: skip
-    assert one.returncode == 0, one.stderr[-3000:]
-    return RunStore(tmp / "two").open_run("up"), RunStore(tmp / "one").open_run("up")
+    two, one, _ = one_and_two_processes(tmp, _config(tmp), "up", "--unit-parallel")
+    return two, one
 
 
 def test_every_unit_runs_once_on_one_process(runs):

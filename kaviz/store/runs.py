@@ -30,22 +30,9 @@ import pandas as pd
 
 from kaviz.store import atomic
 from kaviz.store import manifest as mf
-from kaviz.store.manifest import SCHEMA_VERSION, STAGES, StoreError, unit_id
+from kaviz.store.manifest import StoreError
 from kaviz.store.manifest import valid_name as _name
 from kaviz.store.run import LOG, MANIFEST, Run, RunExistsError
-from kaviz.store.tables import METRIC_COLUMNS
-
-__all__ = [
-    "LIST_COLUMNS",
-    "METRIC_COLUMNS",
-    "SCHEMA_VERSION",
-    "STAGES",
-    "Run",
-    "RunExistsError",
-    "RunStore",
-    "StoreError",
-    "unit_id",
-]
 
 LIST_COLUMNS = [
     "run_id",
