@@ -31,7 +31,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import pandas as pd  # noqa: E402
 
-from kaviz import evidence  # noqa: E402
+from kaviz.analysis import evidence  # noqa: E402
 from kaviz.store import RunStore, StoreError  # noqa: E402
 
 CONFIGS = {"sst2": "showcase-sst2", "mrpc": "paper-mrpc"}
