@@ -59,6 +59,15 @@ def run(store):
     return store.create_run(store_config(), units=store_units())
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _restore_threads():
+    """Every test module leaves torch's thread count as it found it (an in-process run sets
+    ``training.num_threads`` for its process)."""
+    n = torch.get_num_threads()
+    yield
+    torch.set_num_threads(n)
+
+
 @pytest.fixture(scope="module")
 def one_thread():
     """Tiny models run fastest on one thread, and far faster than two on a shared, busy machine."""

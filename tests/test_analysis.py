@@ -15,8 +15,7 @@ ANALYSIS = {"probe_size": 32, "attribution_examples": 2, "ig_steps": 4, "cka_kin
 
 
 @pytest.fixture(scope="module")
-def analysed(tmp_path_factory):
-    torch.set_num_threads(1)
+def analysed(tmp_path_factory, one_thread):
     cfg = tiny_config(name="a", methods=["knowledge-aware", "small-dense"], sparsities=[0.9], analysis=ANALYSIS)
     run = Pipeline(cfg, RunStore(tmp_path_factory.mktemp("runs")), progress=False).run()
     done = Analyzer(run, progress=False).run()
