@@ -45,6 +45,37 @@ def _rgba(hex_color: str, alpha: float) -> str:
     return f"rgba({r},{g},{b},{alpha})"
 
 
+# ----- shared by every "value over sparsity" figure -------------------------------------------------
+
+
+def markers_only(method: str, n_points: int) -> bool:
+    """Small-dense students (separate models of different shapes) and single points are drawn as
+    markers, not lines."""
+    return method in MARKER_METHODS or n_points == 1
+
+
+def sparsity_axis_end(xs: pd.Series) -> float:
+    """Where the sparsity axis (and the reference lines across it) ends: 1, or the largest x."""
+    xs = xs.dropna()
+    return max(1.0, float(xs.max())) if len(xs) else 1.0
+
+
+def reference_line(
+    y: float, x_end: float, name: str, hover: str, *, color: str, dash: str, width: float, **kw
+) -> go.Scatter:
+    """A horizontal line across the sparsity axis at ``y`` (the teacher, the pre-trained model, a
+    constant answer): one trace, so that it has a legend entry and hover text."""
+    return go.Scatter(
+        x=[0.0, x_end],
+        y=[y, y],
+        mode="lines",
+        name=name,
+        **kw,
+        line={"color": color, "dash": dash, "width": width},
+        hovertemplate=hover,
+    )
+
+
 # ----- accuracy vs sparsity -----------------------------------------------------------------------
 
 
@@ -88,19 +119,19 @@ def accuracy_vs_sparsity(
                     hoverinfo="skip",
                 )
             )
-        markers_only = method in MARKER_METHODS or len(d) == 1
+        only_markers = markers_only(method, len(d))
         fig.add_trace(
             go.Scatter(
                 x=d[xcol].tolist(),
                 y=d["mean"].tolist(),
-                mode="markers" if markers_only else "lines+markers",
+                mode="markers" if only_markers else "lines+markers",
                 name=method,
                 legendgroup=method,
                 line={"color": color},
                 marker={
                     "color": color,
-                    "size": 11 if markers_only else 8,
-                    "symbol": "diamond" if markers_only else "circle",
+                    "size": 11 if only_markers else 8,
+                    "symbol": "diamond" if only_markers else "circle",
                 },
                 customdata=d[["sparsity", "measured_sparsity", "n_seeds", "lo", "hi"]].to_numpy(),
                 hovertemplate=(
@@ -110,8 +141,7 @@ def accuracy_vs_sparsity(
                 ),
             )
         )
-    xs = pruned[xcol].dropna()
-    x_end = max(1.0, float(xs.max())) if len(xs) else 1.0
+    x_end = sparsity_axis_end(pruned[xcol])
     refs = [("finetuned", "fine-tuned teacher", "dash")]
     if show_pretrained:
         refs.append(("pretrained", "pre-trained", "dot"))
@@ -120,16 +150,8 @@ def accuracy_vs_sparsity(
         if row.empty:
             continue
         y = float(row["mean"].iloc[0])
-        fig.add_trace(
-            go.Scatter(
-                x=[0.0, x_end],
-                y=[y, y],
-                mode="lines",
-                name=label,
-                line={"color": STAGE_COLORS[stage], "dash": dash, "width": 1.5},
-                hovertemplate=f"{label}: {metric} %{{y:.4f}}<extra></extra>",
-            )
-        )
+        hover = f"{label}: {metric} %{{y:.4f}}<extra></extra>"
+        fig.add_trace(reference_line(y, x_end, label, hover, color=STAGE_COLORS[stage], dash=dash, width=1.5))
     x_title = "encoder sparsity (measured)" if x == "measured" else "target encoder sparsity"
     fig.update_layout(
         xaxis={"title": x_title, "tickformat": ".0%", "range": [-0.02, x_end + 0.02]},

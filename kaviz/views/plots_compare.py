@@ -12,7 +12,14 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from kaviz.views.plots import MARKER_METHODS, STAGE_COLORS, layer_role_grid, method_color
+from kaviz.views.plots import (
+    STAGE_COLORS,
+    layer_role_grid,
+    markers_only,
+    method_color,
+    reference_line,
+    sparsity_axis_end,
+)
 
 RUN_DASHES = ("solid", "dash", "dot", "dashdot", "longdash", "longdashdot")
 RUN_SYMBOLS = ("circle", "square", "diamond", "triangle-up", "x", "star")
@@ -59,7 +66,7 @@ def accuracy_compare(
                 go.Scatter(
                     x=d[xcol].tolist(),
                     y=d["mean"].tolist(),
-                    mode="markers" if method in MARKER_METHODS or len(d) == 1 else "lines+markers",
+                    mode="markers" if markers_only(method, len(d)) else "lines+markers",
                     name=f"{method} · {run}",
                     legendgroup=run,
                     legendgrouptitle={"text": run},
@@ -72,24 +79,18 @@ def accuracy_compare(
                     ),
                 )
             )
-    xs = pruned[xcol].dropna()
-    x_end = max(1.0, float(xs.max())) if len(xs) else 1.0
+    x_end = sparsity_axis_end(pruned[xcol])
     for run in runs:
         teacher = curves[(curves["run"] == run) & (curves["stage"] == "finetuned")]
         if teacher.empty:
             continue
         y = float(teacher["mean"].iloc[0])
-        fig.add_trace(
-            go.Scatter(
-                x=[0.0, x_end],
-                y=[y, y],
-                mode="lines",
-                name=f"teacher · {run}",
-                legendgroup=run,
-                line={"color": STAGE_COLORS["finetuned"], "dash": run_style(runs, run)[0], "width": 1.2},
-                hovertemplate=f"fine-tuned teacher · {run}: {metric} %{{y:.4f}}<extra></extra>",
-            )
+        hover = f"fine-tuned teacher · {run}: {metric} %{{y:.4f}}<extra></extra>"
+        dash = run_style(runs, run)[0]
+        line = reference_line(
+            y, x_end, f"teacher · {run}", hover, color=STAGE_COLORS["finetuned"], dash=dash, width=1.2, legendgroup=run
         )
+        fig.add_trace(line)
     fig.update_layout(
         xaxis={
             "title": "encoder sparsity (measured)" if x == "measured" else "target encoder sparsity",

@@ -16,7 +16,7 @@ import plotly.graph_objects as go
 
 from kaviz.core import schema
 from kaviz.core.schema import REFERENCE_NAMES
-from kaviz.views.plots import MARKER_METHODS, STAGE_COLORS, method_color
+from kaviz.views.plots import STAGE_COLORS, markers_only, method_color, reference_line, sparsity_axis_end
 
 STAGE_NAMES = {"pretrained": "pre-trained", "finetuned": "fine-tuned"}
 #: Line styles that tell the sparsities of one method apart (the colour tells the method).
@@ -157,7 +157,7 @@ def metric_vs_sparsity(knowledge: pd.DataFrame, metric: str, reference: str | No
     fig = go.Figure()
     for method, d in pruned.groupby("method", sort=False):
         color = method_color(method, known)
-        markers = method in MARKER_METHODS or len(d) == 1
+        markers = markers_only(method, len(d))
         fig.add_trace(
             go.Scatter(
                 x=d["sparsity"].tolist(),
@@ -175,20 +175,14 @@ def metric_vs_sparsity(knowledge: pd.DataFrame, metric: str, reference: str | No
                 hovertemplate=f"<b>{method}</b> %{{x:.0%}}: {metric} %{{y:.4f}} (%{{customdata[0]}} seeds)<extra></extra>",
             )
         )
-    x_end = max(1.0, float(pruned["sparsity"].max())) if len(pruned) else 1.0
+    x_end = sparsity_axis_end(pruned["sparsity"])
     for stage, dash in (("finetuned", "dash"), ("pretrained", "dot")):
         row = table[table["stage"] == stage]
         if len(row):
+            hover = f"{STAGE_NAMES[stage]}: {metric} %{{y:.4f}}<extra></extra>"
             y = float(row["mean"].iloc[0])
             fig.add_trace(
-                go.Scatter(
-                    x=[0.0, x_end],
-                    y=[y, y],
-                    mode="lines",
-                    name=STAGE_NAMES[stage],
-                    line={"color": STAGE_COLORS[stage], "dash": dash, "width": 1.5},
-                    hovertemplate=f"{STAGE_NAMES[stage]}: {metric} %{{y:.4f}}<extra></extra>",
-                )
+                reference_line(y, x_end, STAGE_NAMES[stage], hover, color=STAGE_COLORS[stage], dash=dash, width=1.5)
             )
     fig.update_layout(
         xaxis={"title": "target encoder sparsity", "tickformat": ".0%", "range": [-0.02, x_end + 0.02]},
