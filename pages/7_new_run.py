@@ -7,7 +7,8 @@ import os
 import streamlit as st
 
 from kaviz import launcher
-from kaviz.core.config import GLUE_TASKS, METHODS, ConfigError, RunConfig
+from kaviz.core.config import GLUE_TASKS, ConfigError, RunConfig
+from kaviz.core.registry import METHODS
 from kaviz.store import RunStore
 from kaviz.views import ui_data
 from pages._common import EXTRA_FOLDERS, leave_legacy_pages_mode

@@ -140,3 +140,10 @@ def test_special_values_of_the_tables_are_decoded_in_the_schema_only():
         if pattern.search(line)
     ]
     assert not bad, bad
+
+
+def test_the_method_registry_and_the_table_of_methods_agree():
+    from kaviz.core import registry
+    from kaviz.stages.methods import METHODS
+
+    assert tuple(METHODS) == registry.METHODS

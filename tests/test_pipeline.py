@@ -7,7 +7,8 @@ import time
 
 import pytest
 
-from kaviz.core.config import METHODS, RunConfig
+from kaviz.core.config import RunConfig
+from kaviz.core.registry import METHODS
 from kaviz.stages.pipeline import Pipeline, plan_units, summary_table
 from kaviz.store import RunStore
 

@@ -14,14 +14,8 @@ from typing import Any, Literal
 
 from kaviz.core.coerce import build, field_message, help_rows
 from kaviz.core.errors import ConfigError
+from kaviz.core.registry import METHODS
 
-METHODS = (
-    "oneshot-magnitude",
-    "gradual-magnitude",
-    "knowledge-aware",
-    "small-dense",
-    "upstream-magnitude",
-)
 GLUE_TASKS = ("sst2", "mrpc", "cola", "rte", "stsb", "qnli", "mnli", "qqp")
 PACKAGED_MODEL = "packaged:all-MiniLM-L6-v2"
 TINY_MODEL = "tiny"

@@ -171,6 +171,7 @@ def _analysis(cfg: RunConfig) -> list[str]:
 
 def problems(cfg: RunConfig) -> list[str]:
     """Every problem of ``cfg`` as "field: message" lines, in field order; empty when it can run."""
-    from kaviz.core.config import GLUE_TASKS, METHODS
+    from kaviz.core.config import GLUE_TASKS
+    from kaviz.core.registry import METHODS
 
     return [*_grid(cfg, METHODS), *_task(cfg, ("demo", "custom", *GLUE_TASKS)), *_optimisation(cfg), *_analysis(cfg)]

@@ -17,6 +17,7 @@ from tqdm.auto import tqdm
 
 from kaviz.core.config import TINY_MODEL, RunConfig
 from kaviz.core.errors import ConfigError
+from kaviz.core.registry import METHOD_INFO
 from kaviz.core.validation import parse_import
 from kaviz.data.sts import check_sts_path
 from kaviz.data.tasks import load_task
@@ -57,7 +58,8 @@ def plan_units(cfg: RunConfig) -> list[dict]:
     seen = {u["unit"] for u in units}
 
     def add(m: str, s: float, seed: int, budget: float | None) -> None:
-        trains = m != "oneshot-magnitude"
+        info = METHOD_INFO.get(m)
+        trains = info.trains if info is not None else True
         if not trains and budget is not None and budget != main_budget:
             return  # a budget means nothing to a method that does not train
         extra = budget is not None and budget != main_budget

@@ -11,19 +11,13 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.colors import qualitative
 
+from kaviz.core.registry import METHOD_INFO, STAGE_COLORS, STAGE_NAMES
 from kaviz.views.ui_data import sparsity_curve_table
 
-METHOD_COLORS = {
-    "oneshot-magnitude": "#636EFA",
-    "gradual-magnitude": "#EF553B",
-    "knowledge-aware": "#00CC96",
-    "small-dense": "#AB63FA",
-    "upstream-magnitude": "#FFA15A",
-}
-STAGE_COLORS = {"finetuned": "#222222", "pretrained": "#888888"}
+METHOD_COLORS = {name: info.color for name, info in METHOD_INFO.items()}
 STATUS_COLORS = {"done": "#2CA02C", "running": "#1F77B4", "pending": "#C7C7C7", "failed": "#D62728"}
 #: Methods whose points are separate models of different shapes, drawn as markers, not lines.
-MARKER_METHODS = ("small-dense",)
+MARKER_METHODS = tuple(name for name, info in METHOD_INFO.items() if info.markers_only)
 #: Encoder matrices per layer in display order (kaviz.core.structure.ROLES; repeated here so that
 #: plotting does not import torch).
 ROLE_ORDER = ("query", "key", "value", "attn_out", "ffn_in", "ffn_out")
@@ -144,7 +138,7 @@ def accuracy_vs_sparsity(
     x_end = sparsity_axis_end(pruned[xcol])
     refs = [("finetuned", "fine-tuned teacher", "dash")]
     if show_pretrained:
-        refs.append(("pretrained", "pre-trained", "dot"))
+        refs.append(("pretrained", STAGE_NAMES["pretrained"], "dot"))
     for stage, label, dash in refs:
         row = curve[curve["stage"] == stage]
         if row.empty:
@@ -209,7 +203,10 @@ def stage_diagram(units: pd.DataFrame, scores: dict[str, float] | None = None) -
         hover = "<br>".join(f"{u}: {s}" for u, s in zip(rows["unit"], statuses))
         boxes.append({"x": x, "y": y, "status": status, "text": "<br>".join(lines), "hover": hover})
 
-    for x, stage, title in ((0.0, "pretrained", "pre-trained"), (1.4, "finetuned", "fine-tuned")):
+    for x, stage, title in (
+        (0.0, "pretrained", STAGE_NAMES["pretrained"]),
+        (1.4, "finetuned", STAGE_NAMES["finetuned"]),
+    ):
         rows = units[units["stage"] == stage]
         if len(rows):
             box(x, mid, rows, title)

@@ -15,10 +15,10 @@ import pandas as pd
 import plotly.graph_objects as go
 
 from kaviz.core import schema
+from kaviz.core.registry import STAGE_COLORS, STAGE_NAMES
 from kaviz.core.schema import REFERENCE_NAMES
-from kaviz.views.plots import STAGE_COLORS, markers_only, method_color, reference_line, sparsity_axis_end
+from kaviz.views.plots import markers_only, method_color, reference_line, sparsity_axis_end
 
-STAGE_NAMES = {"pretrained": "pre-trained", "finetuned": "fine-tuned"}
 #: Line styles that tell the sparsities of one method apart (the colour tells the method).
 DASHES = ("solid", "dash", "dot", "dashdot", "longdash", "longdashdot")
 _STAGE_RANK = {"pretrained": 0, "finetuned": 1, "pruned": 2}

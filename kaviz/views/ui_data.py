@@ -14,12 +14,12 @@ from typing import Literal
 
 import pandas as pd
 
+from kaviz.core.registry import STAGE_LABELS
 from kaviz.store import LIST_COLUMNS, RunStore
 
 #: Task metrics in the order the app offers them; "score" is the task's main metric.
 TASK_METRICS = ("score", "accuracy", "f1", "matthews", "pearson", "spearman")
 #: Stage rows of the headline table, with the labels shown for them.
-STAGE_LABELS = {"pretrained": "pre-trained", "finetuned": "fine-tuned (teacher)"}
 ENV_RUNS = "KAVIZ_RUNS"
 DEMO_RUNS = Path(__file__).resolve().parent.parent / "assets" / "runs"
 USER_RUNS = "runs"

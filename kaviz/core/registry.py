@@ -1,0 +1,33 @@
+"""The stages and pruning methods kaviz knows, as one table: names, labels and colours.
+
+Config validation (the method names), the method registry (:data:`kaviz.stages.methods.METHODS`
+must have exactly these names; a test checks it) and every figure and table read this module;
+nobody else spells a stage label or a method colour.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class MethodInfo:
+    label: str  # how tables and legends name it
+    color: str  # its fixed colour in every figure
+    trains: bool  # whether a student budget means anything to it
+    markers_only: bool = False  # separate models of different shapes: points, not a line
+
+
+METHOD_INFO: dict[str, MethodInfo] = {
+    "oneshot-magnitude": MethodInfo("one-shot magnitude", "#636EFA", trains=False),
+    "gradual-magnitude": MethodInfo("gradual magnitude", "#EF553B", trains=True),
+    "knowledge-aware": MethodInfo("knowledge-aware (paper)", "#00CC96", trains=True),
+    "small-dense": MethodInfo("small-dense", "#AB63FA", trains=True, markers_only=True),
+    "upstream-magnitude": MethodInfo("upstream magnitude", "#FFA15A", trains=True),
+}
+METHODS: tuple[str, ...] = tuple(METHOD_INFO)
+
+#: The dense stages: short names (figure legends), long names (headline tables), colours.
+STAGE_NAMES = {"pretrained": "pre-trained", "finetuned": "fine-tuned"}
+STAGE_LABELS = {"pretrained": "pre-trained", "finetuned": "fine-tuned (teacher)"}
+STAGE_COLORS = {"finetuned": "#222222", "pretrained": "#888888"}
