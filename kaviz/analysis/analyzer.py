@@ -32,7 +32,7 @@ from kaviz.measure.cka_matrix import cka_matrix
 from kaviz.measure.probes import general_knowledge, linear_probe, sts_pairs
 from kaviz.measure.similarity import METRICS
 from kaviz.store import Run
-from kaviz.train.models import load_classifier, load_pretrained, load_tokenizer, pick_device, resolve_source
+from kaviz.train.models import load_model, load_pretrained, load_tokenizer, pick_device
 
 REFERENCES = {"pretrained": [], "finetuned": ["pretrained"], "pruned": ["finetuned", "pretrained"]}
 DONE_MARK = "knowledge"  # written last: a unit with this table is analysed
@@ -164,15 +164,7 @@ class Analyzer:
         source = str(ckpt) if ckpt is not None else (u.get("info") or {}).get("source")
         if source is None:
             return None
-        src = source if ckpt is not None else resolve_source(source)
-        return load_classifier(
-            src,
-            spec.num_labels,
-            spec.is_regression,
-            revision=m.revision,
-            trust_remote_code=m.trust_remote_code,
-            seed=self.cfg.seed,
-        )
+        return load_model(source, m, spec.num_labels, spec.is_regression, self.cfg.seed)
 
     def _capture(self, unit: str, model: nn.Module) -> Captured:
         if unit not in self._caps:

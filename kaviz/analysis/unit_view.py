@@ -31,13 +31,14 @@ def load_unit_model(run: Run, unit: str) -> nn.Module | None:
     or None when the run kept no checkpoint for it."""
     from transformers import AutoConfig
 
-    from kaviz.train.models import load_classifier
+    from kaviz.core.config import ModelConfig
+    from kaviz.train.models import load_model
 
     ckpt = run.checkpoint_dir(unit)
     if ckpt is None:
         return None
     cfg = AutoConfig.from_pretrained(str(ckpt))
-    return load_classifier(str(ckpt), cfg.num_labels, cfg.problem_type == "regression").eval()
+    return load_model(str(ckpt), ModelConfig(), cfg.num_labels, cfg.problem_type == "regression").eval()
 
 
 def load_run_tokenizer(run: Run) -> Any | None:

@@ -5,7 +5,6 @@ evaluation. Methods (:mod:`kaviz.stages.methods`) take it as ``ctx``."""
 from __future__ import annotations
 
 import copy
-import os
 
 import numpy as np
 import torch
@@ -17,11 +16,10 @@ from kaviz.store import Run, unit_id
 from kaviz.train.loop import make_loader, predict
 from kaviz.train.models import (
     encoder_params,
-    load_classifier,
+    load_model,
     load_pretrained,
     load_tokenizer,
     pick_device,
-    resolve_source,
 )
 
 
@@ -79,16 +77,7 @@ class Context:
         return self._teacher_params
 
     def _load(self, source: str) -> nn.Module:
-        m = self.cfg.model
-        src = source if os.path.isdir(source) else resolve_source(source)
-        return load_classifier(
-            src,
-            self.spec.num_labels,
-            self.spec.is_regression,
-            revision=m.revision,
-            trust_remote_code=m.trust_remote_code,
-            seed=self.cfg.seed,
-        )
+        return load_model(source, self.cfg.model, self.spec.num_labels, self.spec.is_regression, self.cfg.seed)
 
     def train_loader(self, seed: int):
         return make_loader(

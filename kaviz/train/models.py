@@ -107,6 +107,16 @@ def _task_kwargs(num_labels: int, regression: bool) -> dict:
     return {"num_labels": num_labels, "problem_type": "regression" if regression else "single_label_classification"}
 
 
+def load_model(source: str, model: ModelConfig, num_labels: int, regression: bool = False, seed: int = 0) -> nn.Module:
+    """The one loader of a stored or named classifier: a run's checkpoint folder, a local
+    ``save_pretrained`` folder, a hub id or the packaged model (``model`` gives the hub revision
+    and ``trust_remote_code``). Every stage, the analyser and the views load models through it."""
+    src = source if os.path.isdir(source) else resolve_source(source)
+    return load_classifier(
+        src, num_labels, regression, revision=model.revision, trust_remote_code=model.trust_remote_code, seed=seed
+    )
+
+
 def load_classifier(
     source: str,
     num_labels: int,
