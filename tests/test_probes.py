@@ -258,3 +258,71 @@ def test_general_knowledge_picks_the_probe(tok):
     assert general_knowledge(mlm, tok)["probe"] == "sts_spearman"  # no texts: the built-in STS set
     with pytest.raises(ValueError, match="both"):
         general_knowledge(clf, tok, sts_pairs=pairs)
+
+
+def test_mlm_probe_runs_in_the_analysis_with_the_pretrained_head(tmp_path):
+    """A pre-trained model with a masked-LM head (a tiny BertForMaskedLM saved as safetensors): the
+    analysis reports general_mlm_loss for every unit that shares its width, and the value for the
+    pre-trained unit equals mlm_loss of the original MLM model (its own encoder under its own head)."""
+    from transformers import BertConfig, BertForMaskedLM
+
+    from kaviz.analysis.analyzer import Analyzer, knowledge_table
+    from kaviz.core.config import RunConfig
+    from kaviz.data.tasks import load_task
+    from kaviz.measure.capture import probe_inputs
+    from kaviz.stages.pipeline import Pipeline
+    from kaviz.store import RunStore
+    from kaviz.train.models import load_tokenizer
+
+    tok = load_tokenizer(RunConfig().model)  # the packaged tokenizer: its vocabulary sizes the tiny model
+    torch.manual_seed(0)
+    cfg = BertConfig(
+        vocab_size=tok.vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+        intermediate_size=64, max_position_embeddings=64,
+    )  # fmt: skip
+    src = tmp_path / "mlm"
+    BertForMaskedLM(cfg).save_pretrained(src)
+    tok.save_pretrained(src)
+    run_cfg = RunConfig.from_dict(
+        {
+            "name": "mlm",
+            "model": {"name_or_path": str(src)},
+            "task": {"name": "demo", "demo_train_size": 64, "demo_dev_size": 40, "max_length": 24},
+            "training": {"max_steps": 2, "batch_size": 16, "num_threads": 1},
+            "pruning": {"max_steps": 2, "mask_updates": 1},
+            "methods": ["oneshot-magnitude"],
+            "sparsities": [0.5],
+            "analysis": {"enabled": False, "general_probe": "mlm", "probe_size": 16, "attribution_examples": 0},
+        }
+    )
+    run = Pipeline(run_cfg, RunStore(tmp_path / "runs"), progress=False).run()
+    Analyzer(run, progress=False).run()
+    k = knowledge_table(run)
+    mlm = k[k.metric == "general_mlm_loss"].set_index("unit").value
+    assert set(mlm.index) == {"pretrained", "finetuned", "pruned_oneshot-magnitude_s0.5_seed42"}
+    probe = probe_inputs(load_task(run_cfg.task, seed=run_cfg.seed), tok, 16, seed=0, max_length=24)
+    expected = mlm_loss(BertForMaskedLM.from_pretrained(src), tok, probe.texts, seed=0)
+    assert mlm["pretrained"] == pytest.approx(expected, rel=1e-5)
+    assert mlm["pruned_oneshot-magnitude_s0.5_seed42"] != pytest.approx(expected)  # pruning changed it
+
+
+def test_mlm_probe_without_a_head_is_refused(tmp_path):
+    from kaviz.analysis.analyzer import Analyzer
+    from kaviz.core.config import RunConfig
+    from kaviz.stages.pipeline import Pipeline
+    from kaviz.store import RunStore
+
+    cfg = RunConfig.from_dict(
+        {
+            "name": "nohead",
+            "model": {"name_or_path": "tiny"},
+            "task": {"name": "demo", "demo_train_size": 64, "demo_dev_size": 40, "max_length": 24},
+            "training": {"max_steps": 1, "batch_size": 16, "num_threads": 1},
+            "methods": ["oneshot-magnitude"],
+            "sparsities": [0.5],
+            "analysis": {"enabled": False, "general_probe": "mlm", "probe_size": 16, "attribution_examples": 0},
+        }
+    )
+    run = Pipeline(cfg, RunStore(tmp_path), progress=False).run()
+    with pytest.raises(TaskError, match="needs a pre-trained model with a masked-LM head"):
+        Analyzer(run, progress=False).run()

@@ -23,13 +23,14 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from kaviz.core import schema
-from kaviz.core.config import AnalysisConfig, RunConfig
+from kaviz.core.config import TINY_MODEL, AnalysisConfig, RunConfig
 from kaviz.core.schema import KNOWLEDGE_COLUMNS
 from kaviz.core.structure import dims, encoder_layers, structure_of
+from kaviz.data.base import TaskError
 from kaviz.measure.attention import ATTENTION_METRICS, attention_table
 from kaviz.measure.capture import Captured, capture, probe_inputs
 from kaviz.measure.cka_matrix import cka_matrix
-from kaviz.measure.probes import general_knowledge, linear_probe, sts_pairs
+from kaviz.measure.probes import MLMHead, general_knowledge, has_mlm_head, linear_probe, sts_pairs
 from kaviz.measure.similarity import METRICS
 from kaviz.store import Run
 from kaviz.train.models import load_model, load_pretrained, load_tokenizer, pick_device
@@ -151,9 +152,23 @@ class Analyzer:
             seed=self.acfg.probe_seed,
             max_length=self.cfg.task.max_length,
         )
-        self.sts = (
-            sts_pairs(self.acfg.sts_path, 128, seed=self.acfg.probe_seed) if self.acfg.general_probe != "none" else None
-        )
+        self.mlm_head, self.sts = self._general_probe()
+
+    def _general_probe(self) -> tuple[MLMHead | None, tuple | None]:
+        """(the pre-trained MLM head, None) for ``general_probe`` 'mlm', or 'auto' when the pre-trained
+        model has a masked-LM head; (None, STS pairs and gold) for 'sts' or 'auto' without one."""
+        mode, name = self.acfg.general_probe, self.cfg.model.name_or_path
+        if mode == "none":
+            return None, None
+        has_head = name != TINY_MODEL and has_mlm_head(name)
+        if mode == "mlm" and not has_head:
+            raise TaskError(
+                f"analysis.general_probe 'mlm' needs a pre-trained model with a masked-LM head; {name!r} has none "
+                "(its config names no *ForMaskedLM/*ForPreTraining architecture): use 'sts' or 'auto'"
+            )
+        if has_head and mode in ("mlm", "auto"):
+            return MLMHead(name), None
+        return None, sts_pairs(self.acfg.sts_path, 128, seed=self.acfg.probe_seed)
 
     def load(self, u: dict) -> nn.Module | None:
         """The unit's model: pre-trained from its source, others from their checkpoint or source."""
@@ -252,8 +267,16 @@ class Analyzer:
             rows += _rows(probe[["layer", "metric", "value"]], reference=schema.SELF, head=schema.WHOLE_LAYER)
         except ValueError as e:  # e.g. a single class in a tiny probe set
             self.run_.log(f"analyze: linear probe skipped: {e}")
-        if self.sts is not None:
+        g = None
+        if self.mlm_head is not None:
+            value = self.mlm_head.loss(model, self.tokenizer, self.probe.texts, seed=self.acfg.probe_seed)
+            if value is None:
+                self.run_.log("analyze: MLM probe skipped for a model narrower than the pre-trained head")
+            else:
+                g = {"probe": "mlm_loss", "value": value}
+        elif self.sts is not None:
             g = general_knowledge(model, self.tokenizer, sts_pairs=self.sts[0], sts_gold=self.sts[1])
+        if g is not None:
             rows.append(
                 {
                     "reference": schema.SELF,

@@ -316,6 +316,40 @@ def sts_spearman(
     return float(spearmanr(cos.numpy(), np.asarray(gold, dtype=np.float64)).statistic)
 
 
+class MLMHead:
+    """The pre-trained model's masked-LM head, put on other models' encoders: the general-knowledge
+    probe of Gordon et al. (2020), who measure how much pruning raises the pre-training loss.
+
+    ``MLMHead(source)`` loads ``AutoModelForMaskedLM`` from ``source`` once (safetensors only for a
+    local folder, as every loader here). :meth:`loss` puts a model's encoder under that head for one
+    call (the model is only read, never changed) and returns the masked-LM loss on ``texts``;
+    None when the encoder's width differs from the head's (a narrower small-dense student).
+    """
+
+    def __init__(self, source: str | Path):
+        from transformers import AutoModelForMaskedLM
+
+        from kaviz.train.models import resolve_source
+
+        src = resolve_source(str(source))
+        local = Path(src).is_dir()
+        self.mlm = AutoModelForMaskedLM.from_pretrained(src, use_safetensors=True if local else None).eval()
+        self.prefix = self.mlm.base_model_prefix  # e.g. "bert"
+        self.hidden = self.mlm.config.hidden_size
+
+    def loss(self, model: nn.Module, tokenizer: Any, texts: Sequence[str], *, seed: int = 0) -> float | None:
+        encoder = getattr(model, self.prefix, None)
+        if encoder is None or getattr(getattr(encoder, "config", None), "hidden_size", None) != self.hidden:
+            return None
+        own = getattr(self.mlm, self.prefix)
+        try:
+            setattr(self.mlm, self.prefix, encoder)  # borrowed for this call
+            self.mlm.to(_device(encoder))  # the head follows the encoder's device
+            return mlm_loss(self.mlm, tokenizer, texts, seed=seed)
+        finally:
+            setattr(self.mlm, self.prefix, own)
+
+
 def general_knowledge(
     model: nn.Module,
     tokenizer: Any,
@@ -340,6 +374,7 @@ def general_knowledge(
 sts_pairs = sts_data.sts_pairs  # the probe's data (kaviz.data.sts), re-exported
 
 __all__ = [
+    "MLMHead",
     "POOLINGS",
     "PROBES",
     "general_knowledge",
