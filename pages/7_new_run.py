@@ -7,6 +7,7 @@ import os
 import streamlit as st
 
 from kaviz import launcher
+from kaviz.core import form
 from kaviz.core.config import GLUE_TASKS, ConfigError, RunConfig
 from kaviz.core.registry import METHODS
 from kaviz.store import RunStore
@@ -21,7 +22,7 @@ MODELS = {
 }
 TASKS = {"demo": "demo (built-in, offline)", **{t: f"GLUE {t}" for t in GLUE_TASKS}, "custom": "custom file"}
 SHOWN = 4  # finished launches listed below the running ones
-#: launcher.build_config's arguments, each read from the form widget keyed ``newrun_<field>``.
+#: form.build_config's arguments, each read from the form widget keyed ``newrun_<field>``.
 FIELDS = ("name", "model", "model_path", "task", "task_path", "text_columns", "label_column", "task_type", "methods")
 FIELDS += ("sparsities", "teacher_steps", "student_steps", "batch_size", "max_length", "train_subsample", "seed")
 FIELDS += ("analyze",)
@@ -86,7 +87,7 @@ if submitted:
     st.session_state.pop("newrun_resume", None)
     values = {f: st.session_state[f"newrun_{f}"] for f in FIELDS}  # the widgets' keys are newrun_<field>
     try:
-        cfg = launcher.build_config(**{**values, "name": values["name"].strip()})
+        cfg = form.build_config(**{**values, "name": values["name"].strip()})
     except ConfigError as e:
         problems = e.lines()
         st.error("Not launched; fix these first:\n\n" + "\n".join(f"- {p}" for p in problems))

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from kaviz import launcher
+from kaviz.core import form
 from kaviz.core.config import ConfigError, RunConfig
 from kaviz.store import RunStore
 from kaviz.views.ui_data import DEMO_RUNS
@@ -102,7 +103,7 @@ def test_hostile_names_are_refused(tmp_path, name):
         with pytest.raises(launcher.LaunchError):
             fn(folder, name)
     with pytest.raises(ConfigError, match="name"):
-        launcher.build_config(name=name, methods=["oneshot-magnitude"])
+        form.build_config(name=name, methods=["oneshot-magnitude"])
     assert not folder.exists() and not (tmp_path / "x").exists()
 
 
@@ -136,7 +137,7 @@ def test_user_runs_folder(tmp_path):
 
 
 def test_build_config_is_the_cli_config():
-    cfg = launcher.build_config(
+    cfg = form.build_config(
         name="n1",
         model="tiny",
         task="custom",
@@ -187,7 +188,7 @@ def test_build_config_is_the_cli_config():
 )
 def test_build_config_problems(kw, reason):
     with pytest.raises(ConfigError) as e:
-        launcher.build_config(**{"name": "ok", "methods": ["oneshot-magnitude"], **kw})
+        form.build_config(**{"name": "ok", "methods": ["oneshot-magnitude"], **kw})
     assert reason in str(e.value)
 
 
