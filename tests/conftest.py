@@ -10,25 +10,8 @@ import torch  # noqa: E402
 
 @pytest.fixture
 def tiny_bert():
-    """Factory for a tiny BertForSequenceClassification with kaviz's score attention."""
-    from transformers import BertConfig, BertForSequenceClassification
-
-    from kaviz.train.models import register_attention
-
-    def make(layers=2, hidden=32, heads=4, inter=64, num_labels=2, seed=0, vocab=100):
-        torch.manual_seed(seed)
-        cfg = BertConfig(
-            vocab_size=vocab,
-            hidden_size=hidden,
-            num_hidden_layers=layers,
-            num_attention_heads=heads,
-            intermediate_size=inter,
-            num_labels=num_labels,
-            max_position_embeddings=64,
-        )
-        m = BertForSequenceClassification(cfg)
-        m.set_attn_implementation(register_attention())
-        return m
+    """Factory for a tiny BertForSequenceClassification with kaviz's score attention (tests.helpers.tiny_bert)."""
+    from tests.helpers import tiny_bert as make
 
     return make
 

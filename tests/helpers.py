@@ -1,4 +1,4 @@
-"""Builders shared by several test files: store configs and unit plans, tidy metric rows."""
+"""Builders shared by several test files: tiny BERT models, store configs and unit plans, tidy metric rows."""
 
 from __future__ import annotations
 
@@ -47,3 +47,40 @@ def sample_metrics() -> pd.DataFrame:
             "pruned", method, s, seed, {"score": score, "f1": score - 0.1, "encoder_sparsity": s - 0.01}
         )
     return pd.DataFrame(rows)
+
+
+def tiny_bert(
+    layers: int = 2,
+    hidden: int = 32,
+    heads: int = 4,
+    inter: int = 64,
+    num_labels: int = 2,
+    seed: int = 0,
+    vocab: int = 100,
+    *,
+    cls: str = "BertForSequenceClassification",
+    kaviz_attention: bool = True,
+    **config,
+):
+    """A tiny BERT built in code (no download), seeded: ``cls`` is any ``transformers`` Bert class;
+    ``kaviz_attention`` switches on kaviz's eager attention that also returns pre-softmax scores;
+    ``config`` adds BertConfig fields (e.g. ``initializer_range``)."""
+    import torch
+    import transformers
+
+    from kaviz.train.models import register_attention
+
+    torch.manual_seed(seed)
+    cfg = transformers.BertConfig(
+        vocab_size=vocab,
+        hidden_size=hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        intermediate_size=inter,
+        num_labels=num_labels,
+        **{"max_position_embeddings": 64, **config},
+    )
+    model = getattr(transformers, cls)(cfg)
+    if kaviz_attention:
+        model.set_attn_implementation(register_attention())
+    return model

@@ -48,11 +48,10 @@ def cka(run: str, s: float, layer: int) -> float:
 def masked_bert(run: str) -> torch.nn.Module:
     """A tiny BERT whose encoder matrices keep only their second half of rows (run a) or of
     columns (run b): the kept sets overlap in a quarter, Jaccard 1/3."""
-    from transformers import BertConfig, BertForSequenceClassification
 
-    torch.manual_seed(0)
-    cfg = BertConfig(vocab_size=100, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64)
-    model = BertForSequenceClassification(cfg)
+    from tests.helpers import tiny_bert
+
+    model = tiny_bert(kaviz_attention=False, max_position_embeddings=512)
     with torch.no_grad():
         for layer in model.bert.encoder.layer:
             for lin in (

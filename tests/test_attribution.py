@@ -15,6 +15,7 @@ from kaviz.measure.attribution import (
     encode_texts,
     token_attributions,
 )
+from tests.helpers import tiny_bert
 
 TEXTS = [
     "the film was a delight from start to finish",
@@ -28,24 +29,8 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _clf(vocab: int, seed: int = 0, num_labels: int = 3):
-    from transformers import BertConfig, BertForSequenceClassification
-
-    from kaviz.train.models import register_attention
-
-    torch.manual_seed(seed)
-    cfg = BertConfig(
-        vocab_size=vocab,
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        intermediate_size=64,
-        max_position_embeddings=64,
-        num_labels=num_labels,
-        initializer_range=0.3,  # large weights: logits that move by O(1) between input and baseline
-    )
-    model = BertForSequenceClassification(cfg)
-    model.set_attn_implementation(register_attention())
-    return model
+    # large weights: logits that move by O(1) between input and baseline
+    return tiny_bert(vocab=vocab, seed=seed, num_labels=num_labels, initializer_range=0.3)
 
 
 def _reference_gap(model, tok, texts, target=None):

@@ -23,7 +23,7 @@ import torch
 
 from kaviz.cli import main
 from kaviz.store import RunStore
-from tests.helpers import store_config, store_units
+from tests.helpers import store_config, store_units, tiny_bert
 
 CORPUS = Path(__file__).parent / "bad_inputs"
 SENTINEL = "kaviz-pickle-ran"
@@ -105,12 +105,11 @@ GOOD_ROWS = "text,label\n" + "".join(f"film number {i},{i % 2}\n" for i in range
 
 def _model_folder(tmp: Path, weights: Callable[[Path, dict], None]) -> Path:
     """A save_pretrained folder of a tiny BERT classifier whose weights file is then broken."""
-    from transformers import BertConfig, BertForSequenceClassification
 
     folder = tmp / "model"
-    cfg = BertConfig(vocab_size=50, hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32)
-    BertForSequenceClassification(cfg).save_pretrained(folder)
-    state = {k: v.clone() for k, v in BertForSequenceClassification(cfg).state_dict().items()}
+    small = {"layers": 1, "hidden": 16, "heads": 2, "inter": 32, "vocab": 50, "kaviz_attention": False}
+    tiny_bert(**small).save_pretrained(folder)
+    state = {k: v.clone() for k, v in tiny_bert(**small, seed=1).state_dict().items()}
     weights(folder, state)
     return folder
 
@@ -249,7 +248,6 @@ CASES = CONFIG_CASES + GENERATED_CASES
 @pytest.fixture(scope="module")
 def store_root(tmp_path_factory) -> Path:
     """A runs folder with one finished run, 'good' (metrics, a table and a checkpoint)."""
-    from transformers import BertConfig, BertForSequenceClassification
 
     root = tmp_path_factory.mktemp("bad-inputs") / "runs"
     run = RunStore(root).create_run(store_config("good"), units=store_units())
@@ -258,8 +256,7 @@ def store_root(tmp_path_factory) -> Path:
         run.finish_unit(
             u["unit"], [{"metric": "score", "value": 0.8}], tables={"history": pd.DataFrame({"step": [1.0]})}
         )
-    cfg = BertConfig(vocab_size=50, hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32)
-    run.save_checkpoint("finetuned", BertForSequenceClassification(cfg))
+    run.save_checkpoint("finetuned", tiny_bert(layers=1, hidden=16, heads=2, inter=32, vocab=50, kaviz_attention=False))
     run.set_status("complete")
     return root
 

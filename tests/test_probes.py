@@ -16,6 +16,7 @@ from scipy.stats import spearmanr
 from kaviz.data.base import TaskError
 from kaviz.measure import probes
 from kaviz.measure.probes import general_knowledge, has_mlm_head, linear_probe, mlm_loss, sts_pairs, sts_spearman
+from tests.helpers import tiny_bert
 
 STSB = (
     Path(os.environ.get("KAVIZ_GLUE_DIR", Path(__file__).resolve().parents[2] / "shared" / "data" / "glue")) / "STS-B"
@@ -33,23 +34,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _bert(cls_name: str, vocab: int, seed: int = 0, num_labels: int = 2):
-    import transformers
-
-    from kaviz.train.models import register_attention
-
-    torch.manual_seed(seed)
-    cfg = transformers.BertConfig(
-        vocab_size=vocab,
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        intermediate_size=64,
-        max_position_embeddings=64,
-        num_labels=num_labels,
-    )
-    model = getattr(transformers, cls_name)(cfg)
-    model.set_attn_implementation(register_attention())
-    return model
+    return tiny_bert(vocab=vocab, seed=seed, num_labels=num_labels, cls=cls_name)
 
 
 # ----- linear probes ---------------------------------------------------------------------------------------
@@ -264,7 +249,7 @@ def test_mlm_probe_runs_in_the_analysis_with_the_pretrained_head(tmp_path):
     """A pre-trained model with a masked-LM head (a tiny BertForMaskedLM saved as safetensors): the
     analysis reports general_mlm_loss for every unit that shares its width, and the value for the
     pre-trained unit equals mlm_loss of the original MLM model (its own encoder under its own head)."""
-    from transformers import BertConfig, BertForMaskedLM
+    from transformers import BertForMaskedLM
 
     from kaviz.analysis.analyzer import Analyzer, knowledge_table
     from kaviz.core.config import RunConfig
@@ -275,13 +260,8 @@ def test_mlm_probe_runs_in_the_analysis_with_the_pretrained_head(tmp_path):
     from kaviz.train.models import load_tokenizer
 
     tok = load_tokenizer(RunConfig().model)  # the packaged tokenizer: its vocabulary sizes the tiny model
-    torch.manual_seed(0)
-    cfg = BertConfig(
-        vocab_size=tok.vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-        intermediate_size=64, max_position_embeddings=64,
-    )  # fmt: skip
     src = tmp_path / "mlm"
-    BertForMaskedLM(cfg).save_pretrained(src)
+    tiny_bert(vocab=tok.vocab_size, cls="BertForMaskedLM", kaviz_attention=False).save_pretrained(src)
     tok.save_pretrained(src)
     run_cfg = RunConfig.from_dict(
         {

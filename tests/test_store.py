@@ -152,11 +152,9 @@ def test_checkpoint_round_trip_is_safetensors(run):
     import torch
     import transformers
 
-    cfg = transformers.BertConfig(
-        vocab_size=50, hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32
-    )
-    torch.manual_seed(0)
-    model = transformers.BertForSequenceClassification(cfg).eval()
+    from tests.helpers import tiny_bert
+
+    model = tiny_bert(layers=1, hidden=16, heads=2, inter=32, vocab=50, kaviz_attention=False).eval()
     assert run.checkpoint_dir("finetuned") is None
     path = run.save_checkpoint("finetuned", model)
     assert path == run.checkpoint_dir("finetuned") == run.path / "units" / "finetuned" / "checkpoint"
