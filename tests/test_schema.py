@@ -36,3 +36,13 @@ def test_metric_families():
     assert schema.family_label("general_sts_spearman") == "sts_spearman"
     assert schema.family_label("linear_cka") == "linear_cka"
     assert schema.is_self("self") and not schema.is_self("finetuned")
+
+
+def test_over_seeds_by_hand():
+    rows = pd.DataFrame({"method": ["a", "a", "b"], "sparsity": [0.9, 0.9, 0.9], "value": [0.5, 0.7, 0.2]})
+    out = schema.over_seeds(rows, ["method", "sparsity"])
+    assert list(out.columns) == ["method", "sparsity", "mean", "std", "lo", "hi", "n_seeds"]
+    a = out.iloc[0]
+    assert (a["mean"], a.lo, a.hi, a.n_seeds) == (0.6, 0.5, 0.7, 2)
+    assert abs(a["std"] - 0.1414213562373095) < 1e-12  # sample std of 0.5, 0.7
+    assert pd.isna(out.iloc[1]["std"]) and out.iloc[1].n_seeds == 1

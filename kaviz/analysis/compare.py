@@ -139,8 +139,8 @@ def knowledge_curves(tables: Mapping[str, pd.DataFrame], metric: str, reference:
         ]
         if rows.empty:
             continue
-        g = rows.groupby(["method", "layer"], sort=False)
-        agg = g.agg(value=("value", "mean"), n_seeds=("value", "size")).reset_index()
+        stats = schema.over_seeds(rows, ["method", "layer"])
+        agg = stats[["method", "layer", "mean", "n_seeds"]].rename(columns={"mean": "value"})
         parts.append(agg.assign(run=label, sparsity=float(sparsity)))
     if not parts:
         return pd.DataFrame(columns=cols)

@@ -73,6 +73,18 @@ def whole_or_heads(k: pd.DataFrame, per_head: bool) -> pd.DataFrame:
     return k[k["head"] >= 0] if per_head else k[k["head"] == WHOLE_LAYER]
 
 
+# ----- averaging over seeds ----------------------------------------------------------------------------
+
+
+def over_seeds(rows: pd.DataFrame, keys: list[str], value: str = "value") -> pd.DataFrame:
+    """One row per ``keys`` group (first-appearance order, NaN keys kept): ``keys`` + mean, std
+    (sample; NaN for one seed), lo (min), hi (max), n_seeds (rows in the group). The one place
+    seeds are averaged for tables and figures."""
+    g = rows.groupby(keys, sort=False, dropna=False)[value]
+    out = g.agg(["mean", "std", "min", "max", "count"]).reset_index()
+    return out.rename(columns={"min": "lo", "max": "hi", "count": "n_seeds"})
+
+
 # ----- metric families ------------------------------------------------------------------------------
 
 

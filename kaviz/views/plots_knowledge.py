@@ -57,8 +57,7 @@ def _summarise(rows: pd.DataFrame, knowledge: pd.DataFrame, by: list[str]) -> pd
     cols = [*_SUMMARY, *by[3:], "mean", "std", "lo", "hi", "n_seeds"]
     if rows.empty:
         return pd.DataFrame(columns=cols)
-    out = rows.groupby(by, sort=False, dropna=False)["value"].agg(["mean", "std", "min", "max", "count"]).reset_index()
-    out = out.rename(columns={"min": "lo", "max": "hi", "count": "n_seeds"})
+    out = schema.over_seeds(rows, by)
     order = {m: i for i, m in enumerate(dict.fromkeys(knowledge["method"]))}
     out["label"] = [unit_label(*r) for r in zip(out["stage"], out["method"], out["sparsity"])]
     rank = out["stage"].map(_STAGE_RANK).fillna(3) * 1e6 + out["method"].map(order).fillna(0) * 1e3
