@@ -157,23 +157,25 @@ def oneshot_magnitude(ctx: Context, sparsity: float, seed: int, budget: float | 
     return Outcome(model, None, {"init": "teacher"})
 
 
-def gradual_magnitude(ctx: Context, sparsity: float, seed: int, budget: float | None = None) -> Outcome:
-    """From the teacher: cubic schedule, cross-entropy on labels (Zhu & Gupta)."""
+def _train_pruning(
+    ctx: Context, model: nn.Module, sparsity: float, seed: int, budget: float | None, loss_fn, desc: str, **kw
+) -> tuple[TrainResult, CubicPruner]:
+    """Train ``model`` for the unit's budget while pruning it per matrix on the cubic schedule
+    (masks recomputed ``pruning.mask_updates`` times, re-applied after every step)."""
     p = ctx.cfg.pruning
-    model = ctx.teacher_copy()
     steps = student_steps(ctx, budget)
     pruner = CubicPruner(MaskSet(model), sparsity, steps, p.mask_updates, p.ramp_end)
     res = _train(
-        ctx,
-        model,
-        lr=p.learning_rate,
-        steps=steps,
-        loss_fn=ce_loss,
-        seed=seed,
-        on_step=pruner.step,
-        desc=f"gradual-magnitude {sparsity:g}",
+        ctx, model, lr=p.learning_rate, steps=steps, loss_fn=loss_fn, seed=seed, on_step=pruner.step, desc=desc, **kw
     )
     pruner.finish()
+    return res, pruner
+
+
+def gradual_magnitude(ctx: Context, sparsity: float, seed: int, budget: float | None = None) -> Outcome:
+    """From the teacher: cubic schedule, cross-entropy on labels (Zhu & Gupta)."""
+    model = ctx.teacher_copy()
+    res, pruner = _train_pruning(ctx, model, sparsity, seed, budget, ce_loss, f"gradual-magnitude {sparsity:g}")
     return Outcome(model, res, {"init": "teacher", "mask_updates": pruner.n_updates_done})
 
 
@@ -218,20 +220,8 @@ def knowledge_aware(ctx: Context, sparsity: float, seed: int, budget: float | No
     torch.manual_seed(seed)
     student = ctx.pretrained() if p.student_init == "pretrained" else ctx.teacher_copy()
     crit, loss_fn = _distill_fn(ctx, student, ctx.teacher())
-    steps = student_steps(ctx, budget)
-    pruner = CubicPruner(MaskSet(student), sparsity, steps, p.mask_updates, p.ramp_end)
-    res = _train(
-        ctx,
-        student,
-        lr=p.learning_rate,
-        steps=steps,
-        loss_fn=loss_fn,
-        seed=seed,
-        on_step=pruner.step,
-        extra_modules=[crit],
-        desc=f"knowledge-aware {sparsity:g}",
-    )
-    pruner.finish()
+    desc = f"knowledge-aware {sparsity:g}"
+    res, pruner = _train_pruning(ctx, student, sparsity, seed, budget, loss_fn, desc, extra_modules=[crit])
     return Outcome(student, res, {"init": p.student_init, "mask_updates": pruner.n_updates_done, "layer_map": crit.map})
 
 
