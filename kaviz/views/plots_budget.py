@@ -57,6 +57,22 @@ def budget_curve_table(metrics: pd.DataFrame, metric: str = "score") -> pd.DataF
     return out[CURVE_COLUMNS].sort_values(["sparsity", "method", "budget"]).reset_index(drop=True)
 
 
+def _method_line(x: list, y: list, method: str, color: str, first: bool, size: int, custom, hover: str) -> go.Scatter:
+    """One method's line in one panel (its legend entry only in the first panel)."""
+    return go.Scatter(
+        x=x,
+        y=y,
+        mode="lines+markers",
+        name=method,
+        legendgroup=method,
+        showlegend=first,
+        line={"color": color},
+        marker={"color": color, "size": size},
+        customdata=custom,
+        hovertemplate=hover,
+    )
+
+
 def _refs(fig: go.Figure, refs: dict[str, float], cols: int) -> None:
     styles = {"fine-tuned teacher": ("dash", STAGE_COLORS["finetuned"]), "constant answer": ("dot", "#999999")}
     for label, y in refs.items():
@@ -109,26 +125,14 @@ def budget_curves(
                     row=1,
                     col=c,
                 )
-            fig.add_trace(
-                go.Scatter(
-                    x=d[x].tolist(),
-                    y=d["mean"].tolist(),
-                    mode="lines+markers",
-                    name=method,
-                    legendgroup=method,
-                    showlegend=c == 1,
-                    line={"color": color},
-                    marker={"color": color, "size": 8},
-                    customdata=d[["budget", "examples_seen", "train_seconds", "seeds"]].to_numpy(),
-                    hovertemplate=(
-                        f"<b>{method}</b>, {100 * sp:g}%<br>budget %{{customdata[0]:g}} epochs, "
-                        "%{customdata[1]:,.0f} examples, %{customdata[2]:.0f} s"
-                        f"<br>{metric} %{{y:.4f}} (%{{customdata[3]}} seeds)<extra></extra>"
-                    ),
-                ),
-                row=1,
-                col=c,
+            hover = (
+                f"<b>{method}</b>, {100 * sp:g}%<br>budget %{{customdata[0]:g}} epochs, "
+                "%{customdata[1]:,.0f} examples, %{customdata[2]:.0f} s"
+                f"<br>{metric} %{{y:.4f}} (%{{customdata[3]}} seeds)<extra></extra>"
             )
+            custom = d[["budget", "examples_seen", "train_seconds", "seeds"]].to_numpy()
+            line = _method_line(d[x].tolist(), d["mean"].tolist(), method, color, c == 1, 8, custom, hover)
+            fig.add_trace(line, row=1, col=c)
         fig.update_xaxes(title_text=X_TITLES[x], type="log" if log_x else "linear", row=1, col=c)
     _refs(fig, refs or {}, cols)
     fig.update_yaxes(title_text=metric, row=1, col=1)
@@ -176,25 +180,13 @@ def cka_vs_budget(table: pd.DataFrame, sparsity: float, *, x: XAxis = "examples_
         for method in methods:
             d = t[(t["method"] == method) & (t["layer"] == layer)].sort_values(x)
             color = method_color(method, methods)
-            fig.add_trace(
-                go.Scatter(
-                    x=d[x].tolist(),
-                    y=d["value"].tolist(),
-                    mode="lines+markers",
-                    name=method,
-                    legendgroup=method,
-                    showlegend=c == 1,
-                    line={"color": color},
-                    marker={"color": color, "size": 6},
-                    customdata=d[["budget"]].to_numpy(),
-                    hovertemplate=(
-                        f"<b>{method}</b>, layer {layer}<br>budget %{{customdata[0]:g}} epochs"
-                        "<br>CKA to teacher %{y:.3f}<extra></extra>"
-                    ),
-                ),
-                row=1,
-                col=c,
+            hover = (
+                f"<b>{method}</b>, layer {layer}<br>budget %{{customdata[0]:g}} epochs"
+                "<br>CKA to teacher %{y:.3f}<extra></extra>"
             )
+            custom = d[["budget"]].to_numpy()
+            line = _method_line(d[x].tolist(), d["value"].tolist(), method, color, c == 1, 6, custom, hover)
+            fig.add_trace(line, row=1, col=c)
         fig.update_xaxes(type="log" if log_x else "linear", showticklabels=False, row=1, col=c)
     fig.update_yaxes(title_text="CKA to the teacher", range=[0, 1.02], row=1, col=1)
     fig.update_layout(
