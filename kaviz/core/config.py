@@ -194,6 +194,12 @@ class RunConfig:
         default_factory=list,
     )
 
+    @property
+    def main_budget(self) -> float | None:
+        """The main student budget in epochs (``pruning.epochs``), or None when ``pruning.max_steps``
+        sets it in steps. Units off it carry their own budget (``extra_units``)."""
+        return main_budget(self.to_dict())
+
     # ----- serialisation -------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -258,3 +264,11 @@ class RunConfig:
     def help_table(self) -> list[tuple[str, str, Any]]:
         """(dotted field, help, default) for every field: used by ``--help`` texts and the app."""
         return list(help_rows(type(self), ""))
+
+
+def main_budget(config: dict) -> float | None:
+    """:attr:`RunConfig.main_budget` of a stored config dict (older runs included)."""
+    pr = config.get("pruning") or {}
+    if pr.get("max_steps") is not None or pr.get("epochs") is None:
+        return None
+    return float(pr["epochs"])

@@ -54,7 +54,7 @@ def plan_units(cfg: RunConfig) -> list[dict]:
                 "seed": cfg.seed,
             }
         )
-    main_budget = cfg.pruning.epochs if cfg.pruning.max_steps is None else None
+    main_budget = cfg.main_budget
     seen = {u["unit"] for u in units}
 
     def add(m: str, s: float, seed: int, budget: float | None) -> None:
@@ -254,9 +254,8 @@ class Pipeline:
         imports = {label: path for label, path, _ in parse_imports(self.cfg.import_students)}
         if method in imports:
             return Outcome(ctx._load(imports[method]), None, {"source": imports[method]})
-        main_budget = self.cfg.pruning.epochs if self.cfg.pruning.max_steps is None else None
         budget = u.get("budget")
-        if budget is None or budget == main_budget:  # methods written for (ctx, sparsity, seed) keep working
+        if budget is None or budget == self.cfg.main_budget:  # methods written for (ctx, sparsity, seed) keep working
             return METHODS[method](ctx, sparsity, seed)
         return METHODS[method](ctx, sparsity, seed, budget=budget)
 

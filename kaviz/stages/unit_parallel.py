@@ -25,6 +25,7 @@ from tqdm.auto import tqdm
 from kaviz.stages.context import Context
 from kaviz.stages.pipeline import Pipeline
 from kaviz.store import Run
+from kaviz.train.parallel import world_size
 
 STAGES = ("pretrained", "finetuned")
 WAIT = datetime.timedelta(days=7)  # the barrier after the teacher waits as long as it trains
@@ -33,9 +34,10 @@ WAIT = datetime.timedelta(days=7)  # the barrier after the teacher waits as long
 def launch() -> tuple[int, int]:
     """(rank, world size) of this process from torchrun's environment; (0, 1) outside a launch."""
     try:
-        return int(os.environ.get("RANK", "0")), max(1, int(os.environ.get("WORLD_SIZE", "1")))
+        rank = int(os.environ.get("RANK", "0"))
     except ValueError:
-        return 0, 1
+        rank = 0
+    return rank, world_size()
 
 
 class UnitParallelPipeline(Pipeline):

@@ -14,6 +14,7 @@ from typing import Literal
 
 import pandas as pd
 
+from kaviz.core.config import main_budget
 from kaviz.core.registry import STAGE_LABELS
 from kaviz.store import LIST_COLUMNS, RunStore
 
@@ -80,16 +81,6 @@ def run_label(row: pd.Series | dict) -> str:
 
 
 # ----- metrics tables ------------------------------------------------------------------------------
-
-
-def main_budget(config: dict) -> float | None:
-    """The run's main student budget in epochs (``pruning.epochs``), or None when ``pruning.max_steps``
-    sets it in steps (then only units off the main budget carry a budget)."""
-    pr = config.get("pruning") or {}
-    if pr.get("max_steps") is not None:
-        return None
-    epochs = pr.get("epochs")
-    return None if epochs is None else float(epochs)
 
 
 def at_main_budget(df: pd.DataFrame, config: dict) -> pd.DataFrame:
