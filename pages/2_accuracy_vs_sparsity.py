@@ -2,8 +2,8 @@
 
 import streamlit as st
 
-from kaviz.views import plots, ui_data
-from pages._common import curve, figure, read, require_run, run_metrics
+from kaviz.views import plots_sparsity, ui_data
+from pages._common import constant_answer, curve, figure, read, require_run, run_metrics
 
 st.title("Accuracy vs sparsity")
 key = require_run()
@@ -31,9 +31,17 @@ spread = c[2].radio(
 )
 show_pretrained = c[3].toggle("pre-trained", key="accuracy_pretrained", help="also draw the pre-trained model")
 
-fig = plots.accuracy_vs_sparsity(metrics, metric, x=x, show_pretrained=show_pretrained, spread=spread)
+constant = read(constant_answer, *key, metric)
+fig = plots_sparsity.accuracy_vs_sparsity(
+    metrics, metric, x=x, show_pretrained=show_pretrained, spread=spread, constant=constant
+)
 table = read(curve, *key, metric, spread)
 figure(fig, table, f"{key[1]}_{metric}_vs_sparsity", "accuracy")
+if constant is not None:
+    st.caption(
+        f"Grey dotted: the best constant answer on the same dev set ({constant:.4f}); a student on or "
+        "below it has learnt nothing the labels' balance does not give."
+    )
 st.dataframe(
     table,
     hide_index=True,

@@ -8,6 +8,7 @@ from kaviz.analysis import compare
 from kaviz.views import plots_compare, ui_data
 from pages._common import (
     all_runs,
+    constant_answer,
     curve,
     downloads,
     figure,
@@ -51,7 +52,10 @@ else:
     x = c[1].radio("Sparsity axis", ["measured", "target"], horizontal=True, key="compare_x")
     curves = {n: read(curve, *keys[n], metric, "std") for n in names if metric in present[n]}
     table = compare.stack(curves)
-    figure(plots_compare.accuracy_compare(table, metric, x=x), table, f"compare_{metric}_vs_sparsity", "compare_acc")
+    constants = {n: read(constant_answer, *keys[n], metric) for n in curves}
+    constants = {n: v for n, v in constants.items() if v is not None}
+    fig = plots_compare.accuracy_compare(table, metric, x=x, constants=constants)
+    figure(fig, table, f"compare_{metric}_vs_sparsity", "compare_acc")
 
 st.subheader("Knowledge per layer")
 knowledge = {n: read(run_knowledge, *k) for n, k in keys.items()}

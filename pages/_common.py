@@ -11,6 +11,7 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
+from kaviz.analysis import evidence
 from kaviz.store import RunStore, StoreError
 from kaviz.views import ui_data
 
@@ -113,6 +114,15 @@ def headline(folder: str, run_id: str, updated: str, metric: str = "score") -> p
 @st.cache_data(show_spinner=False, max_entries=64)
 def curve(folder: str, run_id: str, updated: str, metric: str, spread: str) -> pd.DataFrame:
     return ui_data.sparsity_curve_table(run_metrics(folder, run_id, updated), metric, spread)
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def constant_answer(folder: str, run_id: str, updated: str, metric: str) -> float | None:
+    """The best constant answer's ``metric`` on the run's dev set (None: not a classification
+    metric, or no unit stored its predictions)."""
+    predictions = run_unit_table(folder, run_id, updated, "predictions")
+    levels = evidence.reference_levels(run_metrics(folder, run_id, updated), predictions, metric)
+    return levels.get("constant answer")
 
 
 # ----- output helpers -----------------------------------------------------------------------------

@@ -132,7 +132,8 @@ def figures(at: AppTest) -> list[go.Figure]:
 
 
 def traces(fig: go.Figure) -> dict[str, go.Scatter]:
-    return {t.name: t for t in fig.data}
+    """Traces by name, the seed bands (no legend entry, named "<line> spread") left out."""
+    return {t.name: t for t in fig.data if not (t.name or "").endswith(" spread")}
 
 
 def frame(at: AppTest, column: str) -> pd.DataFrame:

@@ -120,6 +120,7 @@ def test_by_sparsity_pages_show_the_main_budget_only(app):
     (fig,) = figures(app)
     ka = traces(fig)["knowledge-aware"]
     assert list(ka.y) == pytest.approx([budget_score("knowledge-aware", s, 2.0) for s in (0.9, 0.95)])
+    assert list(traces(fig)["constant answer"].y) == pytest.approx([0.6, 0.6])  # 60 of 100 dev labels are 1
 
 
 def test_budget_page_explains_a_run_without_budgets(runs_dir, monkeypatch):

@@ -22,57 +22,6 @@ def by_name(fig):
     return {t.name: t for t in fig.data}
 
 
-# ----- accuracy vs sparsity -----------------------------------------------------------------------
-
-
-def test_accuracy_vs_sparsity_lines_band_and_teacher(metrics):
-    before = metrics.copy()
-    fig = plots.accuracy_vs_sparsity(metrics)
-    pd.testing.assert_frame_equal(metrics, before)  # input untouched
-    t = by_name(fig)
-    assert set(t) == {"oneshot-magnitude", "oneshot-magnitude spread", "small-dense", "fine-tuned teacher"}
-    one = t["oneshot-magnitude"]
-    assert one.mode == "lines+markers"
-    assert list(one.x) == pytest.approx([0.49, 0.89])
-    assert list(one.y) == pytest.approx([0.8, 0.65])
-    band = t["oneshot-magnitude spread"]
-    sd = np.std([0.6, 0.7], ddof=1)
-    assert band.fill == "toself" and band.showlegend is False
-    assert list(band.x) == pytest.approx([0.49, 0.89, 0.89, 0.49])
-    assert list(band.y) == pytest.approx([0.8, 0.65 + sd, 0.65 - sd, 0.8])
-    assert t["small-dense"].mode == "markers"
-    teacher = t["fine-tuned teacher"]
-    assert teacher.line.dash == "dash" and list(teacher.y) == [0.9, 0.9] and teacher.x[0] == 0.0
-    assert fig.layout.yaxis.title.text == "score"
-    assert fig.layout.xaxis.title.text == "encoder sparsity (measured)"
-
-
-def test_accuracy_vs_sparsity_options(metrics):
-    fig = plots.accuracy_vs_sparsity(metrics, "f1", x="target", show_pretrained=True, spread="range")
-    t = by_name(fig)
-    assert list(t["oneshot-magnitude"].x) == [0.5, 0.9]
-    assert list(t["oneshot-magnitude"].y) == pytest.approx([0.7, 0.55])
-    assert list(t["oneshot-magnitude spread"].y) == pytest.approx([0.7, 0.6, 0.5, 0.7])  # min-max
-    assert list(t["pre-trained"].y) == [0.4, 0.4] and t["pre-trained"].line.dash == "dot"
-    assert fig.layout.yaxis.title.text == "f1"
-
-
-def test_accuracy_vs_sparsity_without_measured_sparsity_uses_targets(metrics):
-    fig = plots.accuracy_vs_sparsity(metrics[metrics["metric"] != "encoder_sparsity"])
-    assert list(by_name(fig)["small-dense"].x) == [0.5, 0.9]
-
-
-def test_accuracy_vs_sparsity_unknown_metric_names_the_present_ones(metrics):
-    with pytest.raises(ValueError, match="'accuracy'.*present: encoder_sparsity, f1, score"):
-        plots.accuracy_vs_sparsity(metrics, "accuracy")
-
-
-def test_accuracy_vs_sparsity_only_the_teacher(metrics):
-    fig = plots.accuracy_vs_sparsity(metrics[metrics["stage"] == "finetuned"])
-    assert [t.name for t in fig.data] == ["fine-tuned teacher"]
-    assert list(fig.data[0].x) == [0.0, 1.0]
-
-
 def test_method_colors_are_fixed_and_others_get_the_palette():
     assert plots.method_color("knowledge-aware") == plots.METHOD_COLORS["knowledge-aware"]
     a, b = plots.method_color("imp-a", ["imp-a", "imp-b"]), plots.method_color("imp-b", ["imp-a", "imp-b"])

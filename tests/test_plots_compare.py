@@ -9,7 +9,8 @@ import pandas as pd
 import pytest
 
 from kaviz.views import plots_compare as pc
-from kaviz.views.plots import METHOD_COLORS, STAGE_COLORS
+from kaviz.core.registry import STAGE_COLORS
+from kaviz.views.plots import METHOD_COLORS
 
 
 def curves() -> pd.DataFrame:
@@ -45,8 +46,8 @@ def test_accuracy_compare():
     pd.testing.assert_frame_equal(table, before)
     t = by_name(fig)
     assert set(t) == {f"{m} · {r}" for m in ("oneshot-magnitude", "small-dense") for r in "AB"} | {
-        "teacher · A",
-        "teacher · B",
+        "fine-tuned teacher · A",
+        "fine-tuned teacher · B",
     }
     a, b = t["oneshot-magnitude · A"], t["oneshot-magnitude · B"]
     assert list(a.x) == pytest.approx([0.49, 0.89]) and list(a.y) == pytest.approx([0.7, 0.54])
@@ -56,7 +57,7 @@ def test_accuracy_compare():
         "square",
     )
     assert t["small-dense · A"].mode == "markers" and a.mode == "lines+markers"
-    teacher = t["teacher · B"]
+    teacher = t["fine-tuned teacher · B"]
     assert (
         list(teacher.y) == [0.8, 0.8]
         and teacher.line.dash == "dash"

@@ -185,14 +185,24 @@ def test_layer_lines_empty_selection_is_an_empty_figure(k):
 def test_metric_vs_sparsity_lines_and_references(k):
     fig = pk.metric_vs_sparsity(k, "general_sts_spearman")
     t = by_name(fig)
-    assert set(t) == {"oneshot-magnitude", "small-dense", "fine-tuned", "pre-trained"}
+    assert set(t) == {
+        "oneshot-magnitude",
+        "oneshot-magnitude spread",
+        "small-dense",
+        "small-dense spread",
+        "fine-tuned teacher",
+        "pre-trained",
+    }
     one = t["oneshot-magnitude"]
     assert list(one.x) == [0.5, 0.9]
     assert list(one.y) == pytest.approx([0.6, 0.7 - 0.18 + 0.01])
-    assert one.error_y.visible and one.error_y.array[1] == pytest.approx(0.02 / math.sqrt(2))
+    band = t["oneshot-magnitude spread"]  # seeds 42 and 7 at 90%: 0.52 and 0.54; one seed at 50%
+    assert list(band.x) == [0.5, 0.9, 0.9, 0.5]
+    assert list(band.y) == pytest.approx([0.6, 0.54, 0.52, 0.6])
     assert t["small-dense"].mode == "markers"
     assert list(t["pre-trained"].y) == pytest.approx([0.8, 0.8]) and t["pre-trained"].line.dash == "dot"
-    assert list(t["fine-tuned"].y) == pytest.approx([0.7, 0.7])
+    assert list(t["fine-tuned teacher"].y) == pytest.approx([0.7, 0.7])
+    assert t["fine-tuned teacher"].line.dash == "dash"
 
 
 def test_sparsity_table_attribution_agreement(k):
@@ -201,7 +211,8 @@ def test_sparsity_table_attribution_agreement(k):
     row = t[(t["method"] == "small-dense") & (t["sparsity"] == 0.9)].iloc[0]
     assert row["mean"] == pytest.approx(0.56) and row["n_seeds"] == 2 and row["lo"] == pytest.approx(0.55)
     fig = pk.metric_vs_sparsity(k, "attribution_topk_overlap", "finetuned")
-    assert set(by_name(fig)) == {"oneshot-magnitude", "small-dense"}
+    assert {n for n in by_name(fig) if "spread" not in n} == {"oneshot-magnitude", "small-dense"}  # no dense rows
+    assert list(by_name(fig)["oneshot-magnitude"].y) == pytest.approx([1 - 0.5 / 4, 1 - 0.9 / 4])
 
 
 # ----- heatmaps -----------------------------------------------------------------------------------

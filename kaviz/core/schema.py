@@ -17,6 +17,8 @@ never compare against these values themselves.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import pandas as pd
 
 #: Columns of a run's metrics table (one row per unit and metric).
@@ -76,13 +78,17 @@ def whole_or_heads(k: pd.DataFrame, per_head: bool) -> pd.DataFrame:
 # ----- averaging over seeds ----------------------------------------------------------------------------
 
 
-def over_seeds(rows: pd.DataFrame, keys: list[str], value: str = "value") -> pd.DataFrame:
+def over_seeds(rows: pd.DataFrame, keys: list[str], value: str = "value", *, also: Sequence[str] = ()) -> pd.DataFrame:
     """One row per ``keys`` group (first-appearance order, NaN keys kept): ``keys`` + mean, std
-    (sample; NaN for one seed), lo (min), hi (max), n_seeds (rows in the group). The one place
-    seeds are averaged for tables and figures."""
-    g = rows.groupby(keys, sort=False, dropna=False)[value]
-    out = g.agg(["mean", "std", "min", "max", "count"]).reset_index()
-    return out.rename(columns={"min": "lo", "max": "hi", "count": "n_seeds"})
+    (sample; NaN for one seed), lo (min), hi (max), n_seeds (rows in the group) of ``value``, and
+    the plain mean of each column in ``also`` (e.g. the measured sparsity, examples seen). The one
+    place seeds are averaged for tables and figures."""
+    g = rows.groupby(keys, sort=False, dropna=False)
+    out = g[value].agg(["mean", "std", "min", "max", "count"])
+    out = out.rename(columns={"min": "lo", "max": "hi", "count": "n_seeds"})
+    if also:
+        out = g[list(also)].mean().join(out)
+    return out.reset_index()
 
 
 # ----- metric families ------------------------------------------------------------------------------

@@ -5,14 +5,11 @@ Colours are fixed per method and per unit status so that every page draws them t
 
 from __future__ import annotations
 
-from typing import Literal
-
 import pandas as pd
 import plotly.graph_objects as go
 from plotly.colors import qualitative
 
-from kaviz.core.registry import METHOD_INFO, STAGE_COLORS, STAGE_NAMES
-from kaviz.views.ui_data import sparsity_curve_table
+from kaviz.core.registry import METHOD_INFO, STAGE_NAMES
 
 METHOD_COLORS = {name: info.color for name, info in METHOD_INFO.items()}
 STATUS_COLORS = {"done": "#2CA02C", "running": "#1F77B4", "pending": "#C7C7C7", "failed": "#D62728"}
@@ -37,124 +34,6 @@ def _rgba(hex_color: str, alpha: float) -> str:
     h = hex_color.lstrip("#")
     r, g, b = (int(h[i : i + 2], 16) for i in (0, 2, 4))
     return f"rgba({r},{g},{b},{alpha})"
-
-
-# ----- shared by every "value over sparsity" figure -------------------------------------------------
-
-
-def markers_only(method: str, n_points: int) -> bool:
-    """Small-dense students (separate models of different shapes) and single points are drawn as
-    markers, not lines."""
-    return method in MARKER_METHODS or n_points == 1
-
-
-def sparsity_axis_end(xs: pd.Series) -> float:
-    """Where the sparsity axis (and the reference lines across it) ends: 1, or the largest x."""
-    xs = xs.dropna()
-    return max(1.0, float(xs.max())) if len(xs) else 1.0
-
-
-def reference_line(
-    y: float, x_end: float, name: str, hover: str, *, color: str, dash: str, width: float, **kw
-) -> go.Scatter:
-    """A horizontal line across the sparsity axis at ``y`` (the teacher, the pre-trained model, a
-    constant answer): one trace, so that it has a legend entry and hover text."""
-    return go.Scatter(
-        x=[0.0, x_end],
-        y=[y, y],
-        mode="lines",
-        name=name,
-        **kw,
-        line={"color": color, "dash": dash, "width": width},
-        hovertemplate=hover,
-    )
-
-
-# ----- accuracy vs sparsity -----------------------------------------------------------------------
-
-
-def accuracy_vs_sparsity(
-    metrics: pd.DataFrame,
-    metric: str = "score",
-    *,
-    x: Literal["measured", "target"] = "measured",
-    show_pretrained: bool = False,
-    spread: Literal["std", "range"] = "std",
-) -> go.Figure:
-    """``metric`` of every method over encoder sparsity, from a tidy metrics table (Run.metrics()).
-
-    One line per method through its targets (``x="measured"``: the measured encoder sparsity,
-    falling back to the target where none was measured), small-dense as markers only; a shaded
-    band of mean ± std (or min-max) where a point has several seeds; the fine-tuned teacher as a
-    dashed horizontal line and, with ``show_pretrained``, the pre-trained model as a dotted one.
-    Raises ValueError when ``metric`` is not in the table.
-    """
-    if x not in ("measured", "target"):
-        raise ValueError(f"x {x!r} is not 'measured' or 'target'")
-    curve = sparsity_curve_table(metrics, metric, spread)
-    xcol = "measured_sparsity" if x == "measured" else "sparsity"
-    pruned = curve[~curve["stage"].isin(["pretrained", "finetuned"])]
-    methods = list(dict.fromkeys(pruned["method"]))
-    fig = go.Figure()
-    for method in methods:
-        d = pruned[pruned["method"] == method].sort_values(xcol)
-        color = method_color(method, methods)
-        if (d["n_seeds"] > 1).any():
-            fig.add_trace(
-                go.Scatter(
-                    x=[*d[xcol], *d[xcol][::-1]],
-                    y=[*d["hi"], *d["lo"][::-1]],
-                    fill="toself",
-                    fillcolor=_rgba(color, 0.18),
-                    line={"width": 0},
-                    name=f"{method} spread",
-                    legendgroup=method,
-                    showlegend=False,
-                    hoverinfo="skip",
-                )
-            )
-        only_markers = markers_only(method, len(d))
-        fig.add_trace(
-            go.Scatter(
-                x=d[xcol].tolist(),
-                y=d["mean"].tolist(),
-                mode="markers" if only_markers else "lines+markers",
-                name=method,
-                legendgroup=method,
-                line={"color": color},
-                marker={
-                    "color": color,
-                    "size": 11 if only_markers else 8,
-                    "symbol": "diamond" if only_markers else "circle",
-                },
-                customdata=d[["sparsity", "measured_sparsity", "n_seeds", "lo", "hi"]].to_numpy(),
-                hovertemplate=(
-                    f"<b>{method}</b><br>target %{{customdata[0]:.0%}}, measured %{{customdata[1]:.1%}}"
-                    f"<br>{metric} %{{y:.4f}} (%{{customdata[3]:.4f}} to %{{customdata[4]:.4f}},"
-                    " %{customdata[2]} seeds)<extra></extra>"
-                ),
-            )
-        )
-    x_end = sparsity_axis_end(pruned[xcol])
-    refs = [("finetuned", "fine-tuned teacher", "dash")]
-    if show_pretrained:
-        refs.append(("pretrained", STAGE_NAMES["pretrained"], "dot"))
-    for stage, label, dash in refs:
-        row = curve[curve["stage"] == stage]
-        if row.empty:
-            continue
-        y = float(row["mean"].iloc[0])
-        hover = f"{label}: {metric} %{{y:.4f}}<extra></extra>"
-        fig.add_trace(reference_line(y, x_end, label, hover, color=STAGE_COLORS[stage], dash=dash, width=1.5))
-    x_title = "encoder sparsity (measured)" if x == "measured" else "target encoder sparsity"
-    fig.update_layout(
-        xaxis={"title": x_title, "tickformat": ".0%", "range": [-0.02, x_end + 0.02]},
-        yaxis={"title": metric},
-        legend={"title": "method"},
-        hovermode="closest",
-        margin={"t": 30},
-    )
-    return fig
 
 
 # ----- stage diagram ------------------------------------------------------------------------------

@@ -15,10 +15,12 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from kaviz.core import schema
-from kaviz.views.plots import STAGE_COLORS, _rgba, method_color
+from kaviz.views.plots import method_color
+from kaviz.views.plots_sparsity import CONSTANT, LEVEL_STYLES, TEACHER, seed_band
 
 XAxis = Literal["examples_seen", "train_seconds", "budget"]
 X_TITLES = {"examples_seen": "examples seen", "train_seconds": "training wall seconds", "budget": "budget (epochs)"}
+_COST = ["examples_seen", "train_seconds"]
 CURVE_COLUMNS = ["method", "sparsity", "budget", "seeds", "mean", "lo", "hi", "examples_seen", "train_seconds"]
 
 
@@ -43,17 +45,11 @@ def budget_curve_table(metrics: pd.DataFrame, metric: str = "score") -> pd.DataF
     for c in ("examples_seen", "train_seconds"):
         if c not in wide.columns:
             wide[c] = np.nan
-    g = wide.groupby(["method", "sparsity", "budget"])
-    out = pd.DataFrame(
-        {
-            "seeds": g["seed"].nunique(),
-            "mean": g[metric].mean(),
-            "lo": g[metric].min(),
-            "hi": g[metric].max(),
-            "examples_seen": g["examples_seen"].mean(),
-            "train_seconds": g["train_seconds"].mean(),
-        }
-    ).reset_index()
+    out = schema.over_seeds(wide, ["method", "sparsity", "budget"], metric, also=["examples_seen", "train_seconds"])
+    out = out.join(
+        wide.groupby(["method", "sparsity", "budget"])["seed"].nunique().rename("seeds"),
+        on=["method", "sparsity", "budget"],
+    )
     return out[CURVE_COLUMNS].sort_values(["sparsity", "method", "budget"]).reset_index(drop=True)
 
 
@@ -74,13 +70,13 @@ def _method_line(x: list, y: list, method: str, color: str, first: bool, size: i
 
 
 def _refs(fig: go.Figure, refs: dict[str, float], cols: int) -> None:
-    styles = {"fine-tuned teacher": ("dash", STAGE_COLORS["finetuned"]), "constant answer": ("dot", "#999999")}
+    kinds = {TEACHER: "teacher", CONSTANT: "constant"}
     for label, y in refs.items():
         if y is None or not np.isfinite(y):
             continue
-        dash, color = styles.get(label, ("dashdot", "#555555"))
+        color, dash, width = LEVEL_STYLES[kinds[label]] if label in kinds else ("#555555", "dashdot", 1.2)
         for c in range(1, cols + 1):
-            fig.add_hline(y=y, line={"dash": dash, "color": color, "width": 1.2}, row=1, col=c)
+            fig.add_hline(y=y, line={"dash": dash, "color": color, "width": width}, row=1, col=c)
         fig.add_trace(  # a legend entry for the line
             go.Scatter(x=[None], y=[None], mode="lines", name=f"{label} ({y:.3f})", line={"dash": dash, "color": color})
         )
@@ -111,20 +107,7 @@ def budget_curves(
                 continue
             color = method_color(method, methods)
             if (d["seeds"] > 1).any():
-                fig.add_trace(
-                    go.Scatter(
-                        x=[*d[x], *d[x][::-1]],
-                        y=[*d["hi"], *d["lo"][::-1]],
-                        fill="toself",
-                        fillcolor=_rgba(color, 0.18),
-                        line={"width": 0},
-                        legendgroup=method,
-                        showlegend=False,
-                        hoverinfo="skip",
-                    ),
-                    row=1,
-                    col=c,
-                )
+                fig.add_trace(seed_band(d[x], d["lo"], d["hi"], color, f"{method} spread", method), row=1, col=c)
             hover = (
                 f"<b>{method}</b>, {100 * sp:g}%<br>budget %{{customdata[0]:g}} epochs, "
                 "%{customdata[1]:,.0f} examples, %{customdata[2]:.0f} s"
@@ -146,9 +129,7 @@ def cka_budget_table(knowledge: pd.DataFrame, metrics: pd.DataFrame, kind: str =
     k = schema.layer_rows(knowledge)
     k = k[(k["stage"] == "pruned") & k["budget"].notna() & (k["reference"] == "finetuned") & (k["metric"] == kind)]
     if k.empty:
-        return pd.DataFrame(
-            columns=["method", "sparsity", "budget", "layer", "value", "examples_seen", "train_seconds"]
-        )
+        return pd.DataFrame(columns=["method", "sparsity", "budget", "layer", "value", *_COST])
     cost = metrics[metrics["metric"].isin(["examples_seen", "train_seconds"])].pivot_table(
         index="unit", columns="metric", values="value", aggfunc="first"
     )
@@ -156,8 +137,8 @@ def cka_budget_table(knowledge: pd.DataFrame, metrics: pd.DataFrame, kind: str =
     for c in ("examples_seen", "train_seconds"):
         if c not in k.columns:
             k[c] = np.nan
-    g = k.groupby(["method", "sparsity", "budget", "layer"])
-    out = g[["value", "examples_seen", "train_seconds"]].mean().reset_index()
+    out = schema.over_seeds(k, ["method", "sparsity", "budget", "layer"], also=["examples_seen", "train_seconds"])
+    out = out.rename(columns={"mean": "value"})[["method", "sparsity", "budget", "layer", "value", *_COST]]
     return out.sort_values(["sparsity", "method", "layer", "budget"]).reset_index(drop=True)
 
 

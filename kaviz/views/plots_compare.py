@@ -6,29 +6,12 @@ symbol, in the order they appear in the table.
 
 from __future__ import annotations
 
-from typing import Literal
-
 import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from kaviz.views.plots import (
-    STAGE_COLORS,
-    layer_role_grid,
-    markers_only,
-    method_color,
-    reference_line,
-    sparsity_axis_end,
-)
-
-RUN_DASHES = ("solid", "dash", "dot", "dashdot", "longdash", "longdashdot")
-RUN_SYMBOLS = ("circle", "square", "diamond", "triangle-up", "x", "star")
-
-
-def run_style(runs: list[str], run: str) -> tuple[str, str]:
-    """(dash, symbol) of ``run``, the n-th of ``runs``."""
-    i = runs.index(run)
-    return RUN_DASHES[i % len(RUN_DASHES)], RUN_SYMBOLS[i % len(RUN_SYMBOLS)]
+from kaviz.views.plots import layer_role_grid, method_color
+from kaviz.views.plots_sparsity import CONSTANT, Level, XAxis, run_style, stage_levels, value_over_sparsity
 
 
 def _check(df: pd.DataFrame, cols: list[str], what: str) -> None:
@@ -38,71 +21,24 @@ def _check(df: pd.DataFrame, cols: list[str], what: str) -> None:
 
 
 def accuracy_compare(
-    curves: pd.DataFrame, metric: str = "score", *, x: Literal["measured", "target"] = "measured"
+    curves: pd.DataFrame,
+    metric: str = "score",
+    *,
+    x: XAxis = "measured",
+    constants: dict[str, float] | None = None,
 ) -> go.Figure:
     """``metric`` over encoder sparsity for several runs on one set of axes.
 
     ``curves`` is :func:`kaviz.analysis.compare.stack` of :func:`kaviz.views.ui_data.sparsity_curve_table` frames
     (run, stage, method, sparsity, measured_sparsity, mean, lo, hi, n_seeds).  One trace per
     (run, method), coloured by method, dashed and marked by run; each run's fine-tuned teacher as a
-    grey horizontal line in the run's dash.
+    grey horizontal line in the run's dash and, from ``constants`` (run -> value), its best
+    constant answer (:func:`kaviz.views.plots_sparsity.value_over_sparsity`).
     """
-    if x not in ("measured", "target"):
-        raise ValueError(f"x {x!r} is not 'measured' or 'target'")
-    _check(curves, ["run", "stage", "method", "sparsity", "measured_sparsity", "mean", "n_seeds"], "curves")
-    xcol = "measured_sparsity" if x == "measured" else "sparsity"
-    runs = list(dict.fromkeys(curves["run"]))
-    pruned = curves[~curves["stage"].isin(["pretrained", "finetuned"])]
-    methods = list(dict.fromkeys(pruned["method"]))
-    fig = go.Figure()
-    for run in runs:
-        dash, symbol = run_style(runs, run)
-        for method in methods:
-            d = pruned[(pruned["run"] == run) & (pruned["method"] == method)].sort_values(xcol)
-            if d.empty:
-                continue
-            color = method_color(method, methods)
-            fig.add_trace(
-                go.Scatter(
-                    x=d[xcol].tolist(),
-                    y=d["mean"].tolist(),
-                    mode="markers" if markers_only(method, len(d)) else "lines+markers",
-                    name=f"{method} · {run}",
-                    legendgroup=run,
-                    legendgrouptitle={"text": run},
-                    line={"color": color, "dash": dash},
-                    marker={"color": color, "symbol": symbol, "size": 9},
-                    customdata=d[["sparsity", "measured_sparsity", "n_seeds"]].to_numpy(),
-                    hovertemplate=(
-                        f"<b>{method}</b> · {run}<br>target %{{customdata[0]:.0%}}, measured %{{customdata[1]:.1%}}"
-                        f"<br>{metric} %{{y:.4f}} (%{{customdata[2]}} seeds)<extra></extra>"
-                    ),
-                )
-            )
-    x_end = sparsity_axis_end(pruned[xcol])
-    for run in runs:
-        teacher = curves[(curves["run"] == run) & (curves["stage"] == "finetuned")]
-        if teacher.empty:
-            continue
-        y = float(teacher["mean"].iloc[0])
-        hover = f"fine-tuned teacher · {run}: {metric} %{{y:.4f}}<extra></extra>"
-        dash = run_style(runs, run)[0]
-        line = reference_line(
-            y, x_end, f"teacher · {run}", hover, color=STAGE_COLORS["finetuned"], dash=dash, width=1.2, legendgroup=run
-        )
-        fig.add_trace(line)
-    fig.update_layout(
-        xaxis={
-            "title": "encoder sparsity (measured)" if x == "measured" else "target encoder sparsity",
-            "tickformat": ".0%",
-            "range": [-0.02, x_end + 0.02],
-        },
-        yaxis={"title": metric},
-        legend={"groupclick": "toggleitem"},
-        hovermode="closest",
-        margin={"t": 30},
-    )
-    return fig
+    _check(curves, ["run"], "curves")
+    levels = stage_levels(curves, pretrained=False)
+    levels += [Level(v, CONSTANT, "constant", run) for run, v in (constants or {}).items()]
+    return value_over_sparsity(curves, metric, x=x, levels=levels)
 
 
 def knowledge_compare(curves: pd.DataFrame, metric: str, reference: str) -> go.Figure:

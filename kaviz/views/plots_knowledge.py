@@ -17,7 +17,8 @@ import plotly.graph_objects as go
 from kaviz.core import schema
 from kaviz.core.registry import STAGE_COLORS, STAGE_NAMES
 from kaviz.core.schema import REFERENCE_NAMES
-from kaviz.views.plots import markers_only, method_color, reference_line, sparsity_axis_end
+from kaviz.views.plots import method_color
+from kaviz.views.plots_sparsity import stage_levels, value_over_sparsity
 
 #: Line styles that tell the sparsities of one method apart (the colour tells the method).
 DASHES = ("solid", "dash", "dot", "dashdot", "longdash", "longdashdot")
@@ -148,48 +149,11 @@ def sparsity_table(knowledge: pd.DataFrame, metric: str, reference: str | None =
 
 
 def metric_vs_sparsity(knowledge: pd.DataFrame, metric: str, reference: str | None = None) -> go.Figure:
-    """``metric`` of each method over target sparsity (± std over seeds), the pre-trained and
-    fine-tuned models as dotted / dashed horizontal reference lines where they have the metric."""
+    """``metric`` of each method over target sparsity (band: min to max over seeds), the pre-trained
+    and fine-tuned models as dotted / dashed reference lines where they have the metric
+    (:func:`kaviz.views.plots_sparsity.value_over_sparsity`)."""
     table = sparsity_table(knowledge, metric, reference)
-    pruned = table[table["stage"] == "pruned"]
-    known = list(dict.fromkeys(pruned["method"]))
-    fig = go.Figure()
-    for method, d in pruned.groupby("method", sort=False):
-        color = method_color(method, known)
-        markers = markers_only(method, len(d))
-        fig.add_trace(
-            go.Scatter(
-                x=d["sparsity"].tolist(),
-                y=d["mean"].tolist(),
-                mode="markers" if markers else "lines+markers",
-                name=method,
-                line={"color": color},
-                marker={"color": color, "size": 11 if markers else 8, "symbol": "diamond" if markers else "circle"},
-                error_y={
-                    "type": "data",
-                    "array": d["std"].fillna(0).tolist(),
-                    "visible": bool((d["n_seeds"] > 1).any()),
-                },
-                customdata=d[["n_seeds"]].to_numpy(),
-                hovertemplate=f"<b>{method}</b> %{{x:.0%}}: {metric} %{{y:.4f}} (%{{customdata[0]}} seeds)<extra></extra>",
-            )
-        )
-    x_end = sparsity_axis_end(pruned["sparsity"])
-    for stage, dash in (("finetuned", "dash"), ("pretrained", "dot")):
-        row = table[table["stage"] == stage]
-        if len(row):
-            hover = f"{STAGE_NAMES[stage]}: {metric} %{{y:.4f}}<extra></extra>"
-            y = float(row["mean"].iloc[0])
-            fig.add_trace(
-                reference_line(y, x_end, STAGE_NAMES[stage], hover, color=STAGE_COLORS[stage], dash=dash, width=1.5)
-            )
-    fig.update_layout(
-        xaxis={"title": "target encoder sparsity", "tickformat": ".0%", "range": [-0.02, x_end + 0.02]},
-        yaxis={"title": metric},
-        legend={"title": "model"},
-        margin={"t": 30},
-    )
-    return fig
+    return value_over_sparsity(table, metric, x="target", levels=stage_levels(table))
 
 
 # ----- heatmaps -----------------------------------------------------------------------------------

@@ -14,6 +14,7 @@ from typing import Literal
 
 import pandas as pd
 
+from kaviz.core import schema
 from kaviz.core.config import main_budget
 from kaviz.core.registry import STAGE_LABELS
 from kaviz.store import LIST_COLUMNS, RunStore
@@ -137,18 +138,10 @@ def sparsity_curve_table(
     _check_metric(metrics, metric)
     per_unit = _unit_values(metrics, metric)
     per_unit["measured_sparsity"] = per_unit["measured_sparsity"].fillna(per_unit["sparsity"])
-    g = per_unit.groupby(["stage", "method", "sparsity"], sort=False, dropna=False)
-    out = g.agg(
-        measured_sparsity=("measured_sparsity", "mean"),
-        mean=("value", "mean"),
-        std=("value", "std"),
-        vmin=("value", "min"),
-        vmax=("value", "max"),
-        n_seeds=("value", "size"),
-    ).reset_index()
-    std = out["std"].fillna(0.0)
-    out["lo"] = out["mean"] - std if spread == "std" else out["vmin"]
-    out["hi"] = out["mean"] + std if spread == "std" else out["vmax"]
+    out = schema.over_seeds(per_unit, ["stage", "method", "sparsity"], also=["measured_sparsity"])
+    if spread == "std":
+        std = out["std"].fillna(0.0)
+        out["lo"], out["hi"] = out["mean"] - std, out["mean"] + std
     stage_rank = out["stage"].map({"pretrained": 0, "finetuned": 1}).fillna(2)
     method_rank = out["method"].map({m: i for i, m in enumerate(dict.fromkeys(out["method"]))})
     out = out.assign(_s=stage_rank, _m=method_rank).sort_values(["_s", "_m", "sparsity"], kind="stable")
