@@ -121,3 +121,50 @@ def test_masks_follow_the_model_to_another_device(tiny_bert):
     ms.update(0.75)
     assert all(m.device.type == "meta" for m in ms.masks)
     assert ms.sparsity == 0.75
+
+
+# ----- N:M patterns -------------------------------------------------------------------------------
+
+
+def test_nm_mask_keeps_exactly_n_of_every_m_and_the_largest():
+    from kaviz.train.pruning import nm_mask
+
+    g = torch.Generator().manual_seed(0)
+    w = torch.randn(6, 16, generator=g)
+    for n, m in ((2, 4), (1, 4), (4, 8), (1, 2)):
+        mask = nm_mask(w.abs(), n, m)
+        assert (mask.reshape(-1, m).sum(1) == n).all()
+        groups, kept = w.abs().reshape(-1, m), mask.reshape(-1, m)
+        for gr, k in zip(groups, kept):  # textbook: the n largest of each group
+            assert set(torch.argsort(gr, descending=True)[:n].tolist()) == set(k.nonzero().flatten().tolist())
+    with pytest.raises(ValueError, match="does not divide"):
+        nm_mask(torch.ones(2, 6), 2, 4)
+
+
+def test_parse_pattern():
+    from kaviz.train.pruning import parse_pattern
+
+    assert parse_pattern("2:4") == (2, 4) and parse_pattern(None) is None
+    for bad in ("4:2", "2:2", "0:4", "2-4", "a:b", "2:4:8"):
+        with pytest.raises(ValueError):
+            parse_pattern(bad)
+
+
+def test_gradual_nm_masks_reach_the_pattern_and_never_regrow(tiny_bert):
+    from kaviz.train.pruning import MaskSet
+
+    model = tiny_bert(layers=2, hidden=32, heads=4)
+    ms = MaskSet(model, pattern="2:4")
+    seen = [m.clone() for m in ms.masks]
+    for s in (0.1, 0.3, 0.45, 0.5):
+        ms.update(s)
+        for before, now in zip(seen, ms.masks):
+            assert not (now & ~before).any()  # nothing returns
+        seen = [m.clone() for m in ms.masks]
+    for mask, w in zip(ms.masks, ms.weights):
+        assert (mask.reshape(-1, 4).sum(1) == 2).all() and torch.equal(w != 0, mask)
+    with pytest.raises(ValueError, match="50% sparse; 60% asked"):
+        ms.update(0.6)
+    one = MaskSet(tiny_bert(layers=2, hidden=32, heads=4), pattern="1:4")
+    one.update(0.75)
+    assert all((m.reshape(-1, 4).sum(1) == 1).all() for m in one.masks)

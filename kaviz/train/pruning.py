@@ -43,16 +43,55 @@ def topk_mask(score: torch.Tensor, sparsity: float) -> torch.Tensor:
     return mask.view_as(score)
 
 
+def parse_pattern(pattern: str | None) -> tuple[int, int] | None:
+    """``"N:M"`` -> (N, M): keep N weights in every group of M consecutive inputs of a row (2:4 is
+    what sparse tensor cores run); None stays None. Raises ValueError on anything else."""
+    if pattern is None:
+        return None
+    parts = str(pattern).split(":")
+    if len(parts) != 2 or not all(p.strip().isdigit() for p in parts):
+        raise ValueError(f"pattern {pattern!r} is not 'N:M' (e.g. '2:4')")
+    n, m = (int(p) for p in parts)
+    if not 0 < n < m:
+        raise ValueError(f"pattern {pattern!r}: need 0 < N < M (N weights kept of every M)")
+    return n, m
+
+
+def nm_mask(score: torch.Tensor, n: int, m: int) -> torch.Tensor:
+    """Boolean mask keeping the ``n`` highest scores in every group of ``m`` consecutive entries
+    along the last dimension (a weight's inputs), as in NVIDIA's 2:4 and the SparseGPT/Wanda code.
+    The last dimension must be a multiple of ``m``."""
+    if score.shape[-1] % m:
+        raise ValueError(f"{m} does not divide the matrix's {score.shape[-1]} columns")
+    groups = score.reshape(-1, m)
+    keep = torch.topk(groups, n, dim=1, sorted=False).indices
+    mask = torch.zeros_like(groups, dtype=torch.bool).scatter_(1, keep, True)
+    return mask.view_as(score)
+
+
+def check_pattern(mask: torch.Tensor, n: int, m: int) -> None:
+    """Raise ValueError unless every group of ``m`` along the last dimension keeps at most ``n``
+    (exactly ``n`` where the scores were finite)."""
+    counts = mask.reshape(-1, m).sum(dim=1)
+    if bool((counts > n).any()):
+        raise ValueError(f"mask breaks the {n}:{m} pattern: a group keeps {int(counts.max())}")
+
+
 class MaskSet:
     """Masks for the prunable encoder linears of one model.
 
     ``update(s)`` recomputes every matrix's mask at sparsity ``s`` from the current weights
     (pruned weights score ``-inf`` so they never return); ``apply()`` zeroes masked weights in
     place with one fused ``_foreach_mul_`` (call it after every optimizer step).
+
+    With an N:M ``pattern`` (e.g. ``"2:4"``) the final mask keeps N of every M consecutive inputs
+    of a row; on the way there (gradual schedules) each update keeps the top scores *inside* the
+    N:M mask of the current scores, and the pattern is checked after every update.
     """
 
-    def __init__(self, model: nn.Module, criterion: str | Criterion = "magnitude"):
+    def __init__(self, model: nn.Module, criterion: str | Criterion = "magnitude", pattern: str | None = None):
         self.linears = prunable_linears(model)
+        self.pattern = parse_pattern(pattern)
         self.names = list(self.linears)
         self.masks: list[torch.Tensor] = [torch.ones_like(w, dtype=torch.bool) for w in self.weights]
         self._float_masks: list[torch.Tensor] | None = None
@@ -83,10 +122,24 @@ class MaskSet:
         self._follow_weights()
         for i, w in enumerate(self.weights):
             score = self.criterion(w.detach()).float().masked_fill(~self.masks[i], -math.inf)
-            self.masks[i] = topk_mask(score, sparsity)
+            self.masks[i] = self._mask(score, sparsity)
         self.sparsity = sparsity
         self._float_masks = None
         self.apply()
+
+    def _mask(self, score: torch.Tensor, sparsity: float) -> torch.Tensor:
+        if self.pattern is None:
+            return topk_mask(score, sparsity)
+        n, m = self.pattern
+        final = 1.0 - n / m
+        if sparsity > final + 1e-9:
+            raise ValueError(f"an {n}:{m} pattern is {final:.0%} sparse; {sparsity:.0%} asked")
+        within = nm_mask(score, n, m)
+        if sparsity < final - 1e-9:  # on the way: prune only weights the N:M mask would drop
+            return topk_mask(score.masked_fill(~within, -math.inf), sparsity)
+        mask = within & torch.isfinite(score)
+        check_pattern(mask, n, m)
+        return mask
 
     @torch.no_grad()
     def apply(self) -> None:
@@ -106,9 +159,9 @@ class MaskSet:
         return ms
 
 
-def prune_magnitude(model: nn.Module, sparsity: float) -> MaskSet:
-    """One-shot per-matrix magnitude pruning of ``model`` in place; returns its masks."""
-    ms = MaskSet(model)
+def prune_magnitude(model: nn.Module, sparsity: float, pattern: str | None = None) -> MaskSet:
+    """One-shot per-matrix magnitude pruning of ``model`` in place (N:M with ``pattern``); returns its masks."""
+    ms = MaskSet(model, pattern=pattern)
     ms.update(sparsity)
     return ms
 
