@@ -168,7 +168,10 @@ def test_compare_shows_all_figures(compare, runs_dir):
     compare.toggle(key="compare_masks").set_value(True).run()
     acc, knowledge, diff, overlap, heads = figures(compare)
     lines = traces(acc)
-    assert set(lines) == {f"{m} · {r}" for m in METHODS for r in "ab"} | {"fine-tuned teacher · a", "fine-tuned teacher · b"}
+    assert set(lines) == {f"{m} · {r}" for m in METHODS for r in "ab"} | {
+        "fine-tuned teacher · a",
+        "fine-tuned teacher · b",
+    }
     assert list(lines["oneshot-magnitude · a"].y) == pytest.approx([0.7, 0.54])
     assert list(lines["knowledge-aware · b"].y) == pytest.approx([0.7, 0.62])
     assert lines["oneshot-magnitude · a"].line.dash != lines["oneshot-magnitude · b"].line.dash

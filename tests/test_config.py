@@ -37,6 +37,12 @@ def test_unknown_key_suggests():
         ({"extra_seed_sparsities": [0.3]}, "not in sparsities"),
         ({"model": "bert"}, "expected a mapping"),
         ({"import_students": ["bad"]}, "label@sparsity"),
+        ({"pruning": {"pattern": "2-4"}}, "pruning.pattern: pattern '2-4' is not 'N:M'"),
+        ({"pruning": {"pattern": "4:2"}}, "need 0 < N < M"),
+        ({"pruning": {"pattern": "2:4"}, "sparsities": [0.5, 0.9]}, r"0.5 sparse.*got \[0.9\]"),
+        ({"pruning": {"pattern": "2:4"}, "sparsities": [0.5], "extra_units": [{"sparsities": [0.7]}]}, r"got \[0.7\]"),
+        ({"pruning": {"calibration_examples": 0}}, "calibration_examples"),
+        ({"pruning": {"recovery_steps": -1}}, "recovery_steps"),
     ],
 )
 def test_validation_errors_name_the_field(data, message):
@@ -118,3 +124,12 @@ def test_imports_are_parsed_by_the_config_checker():
     assert parse_imports(["obert@0.9=./x"]) == [("obert", "./x", 0.9)]
     with pytest.raises(ConfigError, match="label@sparsity=path_or_hub_id"):
         parse_import("obert=./x")
+
+
+def test_a_pattern_leaves_other_methods_free_and_the_defaults_are_the_papers():
+    from kaviz.core.registry import DEFAULT_METHODS
+
+    cfg = RunConfig.from_dict({"pruning": {"pattern": "2:4"}, "sparsities": [0.5], "methods": ["knowledge-aware"]})
+    assert cfg.pruning.pattern == "2:4"
+    RunConfig.from_dict({"pruning": {"pattern": "1:4"}, "sparsities": [0.9], "methods": ["small-dense"]})
+    assert RunConfig().methods == list(DEFAULT_METHODS)

@@ -304,3 +304,24 @@ def test_units_store_their_dev_predictions(tiny_run):
         want = m[(m.unit == unit) & (m.metric == spec.main_metric)].value.item()
         assert got[spec.main_metric] == pytest.approx(want, abs=1e-12), unit
     assert set(preds.unit) == set(m.unit)
+
+
+def test_an_nm_pattern_run_stores_nm_students(tmp_path):
+    """pruning.pattern 2:4: every encoder matrix of every pattern method's checkpoint keeps exactly 2
+    of each 4 consecutive inputs, the measured sparsity is 50%, and the unit records the pattern."""
+    from kaviz.analysis.unit_view import load_unit_model
+    from kaviz.core.structure import prunable_linears
+
+    methods = ["oneshot-magnitude", "gradual-magnitude", "knowledge-aware"]
+    cfg = tiny_config(methods=methods, sparsities=[0.5], pruning={"max_steps": 4, "learning_rate": 1e-3,
+                      "mask_updates": 2, "pattern": "2:4"}, analysis={"enabled": False})  # fmt: skip
+    run = Pipeline(cfg, RunStore(tmp_path), progress=False).run()
+    units = run.units().set_index("unit")
+    for method in methods:
+        unit = f"pruned_{method}_s0.5_seed42"
+        assert units.loc[unit, "info"]["pattern"] == "2:4"
+        for name, lin in prunable_linears(load_unit_model(run, unit)).items():
+            kept = (lin.weight != 0).reshape(-1, 4).sum(1)
+            assert (kept == 2).all(), (unit, name)
+    sp = run.metrics().query("metric == 'encoder_sparsity' and stage == 'pruned'").value
+    assert sp.to_numpy() == pytest.approx(0.5)

@@ -8,8 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from kaviz.views import plots_compare as pc
 from kaviz.core.registry import STAGE_COLORS
+from kaviz.views import plots_compare as pc
 from kaviz.views.plots import METHOD_COLORS
 
 

@@ -142,7 +142,7 @@ def test_nm_mask_keeps_exactly_n_of_every_m_and_the_largest():
 
 
 def test_parse_pattern():
-    from kaviz.train.pruning import parse_pattern
+    from kaviz.core.names import parse_pattern
 
     assert parse_pattern("2:4") == (2, 4) and parse_pattern(None) is None
     for bad in ("4:2", "2:2", "0:4", "2-4", "a:b", "2:4:8"):

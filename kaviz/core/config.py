@@ -14,7 +14,7 @@ from typing import Any, Literal
 
 from kaviz.core.coerce import build, field_message, help_rows
 from kaviz.core.errors import ConfigError
-from kaviz.core.registry import METHODS
+from kaviz.core.registry import DEFAULT_METHODS, METHODS
 
 GLUE_TASKS = ("sst2", "mrpc", "cola", "rte", "stsb", "qnli", "mnli", "qqp")
 PACKAGED_MODEL = "packaged:all-MiniLM-L6-v2"
@@ -110,6 +110,30 @@ class PruningConfig:
         "small-dense: number of student layers; unset picks round((1-s)*L) and shrinks width to match.",
         default=None,
     )
+    pattern: str | None = _help(
+        "N:M semi-structured pattern, e.g. '2:4' (N weights kept in every M consecutive inputs), for the "
+        "methods that support one (magnitude, gradual, knowledge-aware, movement, wanda, sparsegpt); "
+        "their sparsity is then 1 - N/M.",
+        default=None,
+    )
+    calibration_examples: int = _help(
+        "wanda, sparsegpt, structured: training examples the one-shot methods see (seeded draw, recorded in the unit).",
+        default=128,
+    )
+    recovery_steps: int = _help(
+        "wanda, sparsegpt: fine-tuning steps after pruning (masks fixed, labels); structured: steps of "
+        "knowledge-aware distillation after shrinking. 0 = none.",
+        default=0,
+    )
+    movement_distill: bool = _help(
+        "movement: train with the knowledge-aware distillation losses instead of cross-entropy.", default=False
+    )
+    score_learning_rate: float = _help("movement: learning rate of the importance scores.", default=1e-2)
+    structured_importance: Literal["fisher", "taylor"] = _help(
+        "structured: head/neuron importance, squared (Fisher, Kwon et al.) or absolute (Michel et al.) gradients "
+        "of the loss with respect to head and neuron masks.",
+        default="fisher",
+    )
 
 
 @dataclass
@@ -177,7 +201,10 @@ class RunConfig:
     sparsities: list[float] = _help(
         "Target encoder sparsities, each in (0, 1).", default_factory=lambda: [0.5, 0.8, 0.9, 0.95]
     )
-    methods: list[str] = _help("Pruning methods: " + ", ".join(METHODS) + ".", default_factory=lambda: list(METHODS))
+    methods: list[str] = _help(
+        "Pruning methods: " + ", ".join(METHODS) + " (default: the paper's " + ", ".join(DEFAULT_METHODS) + ").",
+        default_factory=lambda: list(DEFAULT_METHODS),
+    )
     seed: int = _help("Random seed for data order, initialisation and probes.", default=42)
     extra_seeds: list[int] = _help("Further student seeds (for spread over seeds).", default_factory=list)
     extra_seed_sparsities: list[float] | None = _help(

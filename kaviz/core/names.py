@@ -30,3 +30,17 @@ SIMILARITY_KINDS = (
     "svcca",
     "pwcca",
 )
+
+
+def parse_pattern(pattern: str | None) -> tuple[int, int] | None:
+    """``"N:M"`` -> (N, M): keep N weights in every group of M consecutive inputs of a row (2:4 is
+    what sparse tensor cores run); None stays None. Raises ValueError on anything else."""
+    if pattern is None:
+        return None
+    parts = str(pattern).split(":")
+    if len(parts) != 2 or not all(p.strip().isdigit() for p in parts):
+        raise ValueError(f"pattern {pattern!r} is not 'N:M' (e.g. '2:4')")
+    n, m = (int(p) for p in parts)
+    if not 0 < n < m:
+        raise ValueError(f"pattern {pattern!r}: need 0 < N < M (N weights kept of every M)")
+    return n, m

@@ -16,16 +16,20 @@ class MethodInfo:
     color: str  # its fixed colour in every figure
     trains: bool  # whether a student budget means anything to it
     markers_only: bool = False  # separate models of different shapes: points, not a line
+    default: bool = True  # in a run's methods when none are given (the paper's five)
+    pattern: bool = False  # supports an N:M pattern (pruning.pattern)
 
 
 METHOD_INFO: dict[str, MethodInfo] = {
-    "oneshot-magnitude": MethodInfo("one-shot magnitude", "#636EFA", trains=False),
-    "gradual-magnitude": MethodInfo("gradual magnitude", "#EF553B", trains=True),
-    "knowledge-aware": MethodInfo("knowledge-aware (paper)", "#00CC96", trains=True),
+    "oneshot-magnitude": MethodInfo("one-shot magnitude", "#636EFA", trains=False, pattern=True),
+    "gradual-magnitude": MethodInfo("gradual magnitude", "#EF553B", trains=True, pattern=True),
+    "knowledge-aware": MethodInfo("knowledge-aware (paper)", "#00CC96", trains=True, pattern=True),
     "small-dense": MethodInfo("small-dense", "#AB63FA", trains=True, markers_only=True),
     "upstream-magnitude": MethodInfo("upstream magnitude", "#FFA15A", trains=True),
 }
 METHODS: tuple[str, ...] = tuple(METHOD_INFO)
+DEFAULT_METHODS: tuple[str, ...] = tuple(m for m, info in METHOD_INFO.items() if info.default)
+PATTERN_METHODS: tuple[str, ...] = tuple(m for m, info in METHOD_INFO.items() if info.pattern)
 
 #: The dense stages: short names (figure legends), long names (headline tables), colours.
 STAGE_NAMES = {"pretrained": "pre-trained", "finetuned": "fine-tuned"}

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from kaviz.core.errors import ConfigError
-from kaviz.core.names import NAME_RE, SIMILARITY_KINDS
+from kaviz.core.names import NAME_RE, SIMILARITY_KINDS, parse_pattern
 
 if TYPE_CHECKING:
     from kaviz.core.config import RunConfig
@@ -142,6 +142,13 @@ def _optimisation(cfg: RunConfig) -> list[str]:
         p.append(f"pruning.ramp_end: must be in (0, 1], got {pr.ramp_end}")
     if pr.small_dense_layers is not None and pr.small_dense_layers < 1:
         p.append(f"pruning.small_dense_layers: must be >= 1, got {pr.small_dense_layers}")
+    if pr.calibration_examples < 1:
+        p.append(f"pruning.calibration_examples: must be >= 1, got {pr.calibration_examples}")
+    if pr.recovery_steps < 0:
+        p.append(f"pruning.recovery_steps: must be >= 0, got {pr.recovery_steps}")
+    if not 0 < pr.score_learning_rate < 1:
+        p.append(f"pruning.score_learning_rate: must be in (0, 1), got {pr.score_learning_rate}")
+    p += _pattern(cfg)
     d = cfg.distill
     if d.temperature <= 0:
         p.append(f"distill.temperature: must be > 0, got {d.temperature}")
@@ -151,6 +158,39 @@ def _optimisation(cfg: RunConfig) -> list[str]:
         if getattr(d, a) < 0
     ]
     return p
+
+
+def _pattern(cfg: RunConfig) -> list[str]:
+    """An N:M pattern fixes the sparsity of the methods that use it to 1 - N/M."""
+    from kaviz.core.registry import PATTERN_METHODS
+
+    try:
+        nm = parse_pattern(cfg.pruning.pattern)
+    except ValueError as e:
+        return [f"pruning.pattern: {e}"]
+    if nm is None:
+        return []
+    final = 1 - nm[0] / nm[1]
+    blocks = [
+        (cfg.methods, cfg.sparsities),
+        *((b.methods or cfg.methods, b.sparsities or cfg.sparsities) for b in cfg.extra_units),
+    ]
+    users = sorted({m for methods, _ in blocks for m in methods if m in PATTERN_METHODS})
+    wrong = sorted(
+        {
+            s
+            for methods, sps in blocks
+            if any(m in PATTERN_METHODS for m in methods)
+            for s in sps
+            if abs(s - final) > 1e-9
+        }
+    )
+    if users and wrong:
+        return [
+            f"pruning.pattern: a {cfg.pruning.pattern} pattern is {final:g} sparse, so {', '.join(users)} can only "
+            f"run at sparsity {final:g}; got {wrong} (put other sparsities in another run)"
+        ]
+    return []
 
 
 def _analysis(cfg: RunConfig) -> list[str]:

@@ -150,11 +150,16 @@ def finetune(ctx: Context, seed: int) -> Outcome:
     return Outcome(model, res, info)
 
 
+def _pattern_info(ctx: Context) -> dict:
+    """The N:M pattern a unit was pruned with, for its info (nothing when unstructured)."""
+    return {"pattern": ctx.cfg.pruning.pattern} if ctx.cfg.pruning.pattern else {}
+
+
 def oneshot_magnitude(ctx: Context, sparsity: float, seed: int, budget: float | None = None) -> Outcome:
     """Magnitude-prune the teacher per matrix at the target, no retraining."""
     model = ctx.teacher_copy()
-    prune_magnitude(model, sparsity)
-    return Outcome(model, None, {"init": "teacher"})
+    prune_magnitude(model, sparsity, ctx.cfg.pruning.pattern)
+    return Outcome(model, None, {"init": "teacher", **_pattern_info(ctx)})
 
 
 def _train_pruning(
@@ -164,7 +169,7 @@ def _train_pruning(
     (masks recomputed ``pruning.mask_updates`` times, re-applied after every step)."""
     p = ctx.cfg.pruning
     steps = student_steps(ctx, budget)
-    pruner = CubicPruner(MaskSet(model), sparsity, steps, p.mask_updates, p.ramp_end)
+    pruner = CubicPruner(MaskSet(model, pattern=p.pattern), sparsity, steps, p.mask_updates, p.ramp_end)
     res = _train(
         ctx, model, lr=p.learning_rate, steps=steps, loss_fn=loss_fn, seed=seed, on_step=pruner.step, desc=desc, **kw
     )
@@ -176,7 +181,7 @@ def gradual_magnitude(ctx: Context, sparsity: float, seed: int, budget: float | 
     """From the teacher: cubic schedule, cross-entropy on labels (Zhu & Gupta)."""
     model = ctx.teacher_copy()
     res, pruner = _train_pruning(ctx, model, sparsity, seed, budget, ce_loss, f"gradual-magnitude {sparsity:g}")
-    return Outcome(model, res, {"init": "teacher", "mask_updates": pruner.n_updates_done})
+    return Outcome(model, res, {"init": "teacher", "mask_updates": pruner.n_updates_done, **_pattern_info(ctx)})
 
 
 def distill_objective(
@@ -222,7 +227,8 @@ def knowledge_aware(ctx: Context, sparsity: float, seed: int, budget: float | No
     crit, loss_fn = _distill_fn(ctx, student, ctx.teacher())
     desc = f"knowledge-aware {sparsity:g}"
     res, pruner = _train_pruning(ctx, student, sparsity, seed, budget, loss_fn, desc, extra_modules=[crit])
-    return Outcome(student, res, {"init": p.student_init, "mask_updates": pruner.n_updates_done, "layer_map": crit.map})
+    info = {"init": p.student_init, "mask_updates": pruner.n_updates_done, "layer_map": crit.map}
+    return Outcome(student, res, {**info, **_pattern_info(ctx)})
 
 
 def small_dense(ctx: Context, sparsity: float, seed: int, budget: float | None = None) -> Outcome:

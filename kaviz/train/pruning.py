@@ -13,6 +13,7 @@ import pandas as pd
 import torch
 from torch import nn
 
+from kaviz.core.names import parse_pattern
 from kaviz.core.structure import describe, prunable_linears
 
 Criterion = Callable[[torch.Tensor], torch.Tensor]  # weight (out, in) -> importance score, same shape
@@ -41,20 +42,6 @@ def topk_mask(score: torch.Tensor, sparsity: float) -> torch.Tensor:
         idx = torch.topk(score.reshape(-1), n_prune, largest=False, sorted=False).indices
         mask[idx] = False
     return mask.view_as(score)
-
-
-def parse_pattern(pattern: str | None) -> tuple[int, int] | None:
-    """``"N:M"`` -> (N, M): keep N weights in every group of M consecutive inputs of a row (2:4 is
-    what sparse tensor cores run); None stays None. Raises ValueError on anything else."""
-    if pattern is None:
-        return None
-    parts = str(pattern).split(":")
-    if len(parts) != 2 or not all(p.strip().isdigit() for p in parts):
-        raise ValueError(f"pattern {pattern!r} is not 'N:M' (e.g. '2:4')")
-    n, m = (int(p) for p in parts)
-    if not 0 < n < m:
-        raise ValueError(f"pattern {pattern!r}: need 0 < N < M (N weights kept of every M)")
-    return n, m
 
 
 def nm_mask(score: torch.Tensor, n: int, m: int) -> torch.Tensor:
@@ -123,6 +110,13 @@ class MaskSet:
         for i, w in enumerate(self.weights):
             score = self.criterion(w.detach()).float().masked_fill(~self.masks[i], -math.inf)
             self.masks[i] = self._mask(score, sparsity)
+            measurable = w.device.type != "meta"  # (tests move models to 'meta' to stand in for a GPU)
+            if (
+                measurable
+                and self.pattern is None
+                and int(self.masks[i].sum()) != w.numel() - round(sparsity * w.numel())
+            ):
+                raise RuntimeError(f"{self.names[i]}: mask sparsity is not {sparsity} after an update")
         self.sparsity = sparsity
         self._float_masks = None
         self.apply()
