@@ -4,7 +4,7 @@
                                      [--device auto] [--precision auto] [--profile]
 
 Every step is the real one: ``kaviz.train.loop.train_loop`` with the same loss functions, optimizer and
-mask schedule the methods use (``kaviz.stages.methods``), on fixed-length batches of random token ids
+mask schedule the methods use (``kaviz.stages.recipe``), on fixed-length batches of random token ids
 (no data needed). Baselines measured in the same run:
 
 - fine-tune step: forward + backward + AdamW on cross-entropy;
@@ -34,7 +34,7 @@ os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 import torch  # noqa: E402
 
 from kaviz.core.config import PACKAGED_MODEL, TINY_MODEL, DistillConfig, ModelConfig  # noqa: E402
-from kaviz.stages.methods import distill_objective  # noqa: E402
+from kaviz.stages.recipe import distill_objective  # noqa: E402
 from kaviz.train.loop import autocast, ce_loss, resolve_precision, train_loop  # noqa: E402
 from kaviz.train.models import load_pretrained, pick_device  # noqa: E402
 from kaviz.train.pruning import CubicPruner, MaskSet  # noqa: E402

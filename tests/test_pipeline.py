@@ -8,7 +8,7 @@ import time
 import pytest
 
 from kaviz.core.config import RunConfig
-from kaviz.core.registry import METHODS
+from kaviz.core.registry import DEFAULT_METHODS as METHODS
 from kaviz.stages.pipeline import Pipeline, plan_units, summary_table
 from kaviz.store import RunStore
 
@@ -325,3 +325,63 @@ def test_an_nm_pattern_run_stores_nm_students(tmp_path):
             assert (kept == 2).all(), (unit, name)
     sp = run.metrics().query("metric == 'encoder_sparsity' and stage == 'pruned'").value
     assert sp.to_numpy() == pytest.approx(0.5)
+
+
+@pytest.fixture(scope="module")
+def recent_run(tmp_path_factory):
+    """The methods researchers compare against today, end to end on the tiny model, analysed."""
+    cfg = tiny_config(
+        name="recent",
+        methods=["movement", "wanda", "sparsegpt", "structured"],
+        sparsities=[0.5],
+        pruning={"max_steps": 6, "learning_rate": 1e-3, "mask_updates": 3, "calibration_examples": 40,
+                 "recovery_steps": 2},
+    )  # fmt: skip
+    run = Pipeline(cfg, RunStore(tmp_path_factory.mktemp("runs")), progress=False).run()
+    from kaviz.analysis.analyzer import Analyzer
+
+    Analyzer(run, progress=False).run()
+    return run
+
+
+def test_recent_methods_run_in_the_grid(recent_run):
+    from kaviz.analysis.analyzer import knowledge_table
+
+    m = recent_run.metrics()
+    sp = m[(m.metric == "encoder_sparsity") & (m.stage == "pruned")].set_index("method").value
+    assert sp["movement"] == pytest.approx(0.5, abs=1e-3) and sp["wanda"] == pytest.approx(0.5, abs=1e-3)
+    assert sp["sparsegpt"] == pytest.approx(0.5, abs=0.01)  # rounded per column block
+    assert 0.5 <= sp["structured"] < 0.55  # whole heads and neurons: at least the target
+    info = recent_run.units().set_index("method")["info"]
+    assert info["wanda"]["calibration_examples"] == 40 and len(info["wanda"]["calibration_indices"]) == 40
+    assert info["wanda"]["calibration_indices"] == info["sparsegpt"]["calibration_indices"]  # same seed, same set
+    steps = m[m.metric == "train_steps"].set_index("method").value
+    assert steps["wanda"] == 2 and steps["structured"] == 2 and steps["movement"] == 6  # recovery / budget
+    k = knowledge_table(recent_run)
+    assert set(k[k.stage == "pruned"].method) == {"movement", "wanda", "sparsegpt", "structured"}
+    removed = info["structured"]["removed_heads"]
+    assert removed  # heads did go (tiny model, 50%)
+    marked = k[(k.method == "structured") & k.pruned.astype(bool)][["layer", "head"]].drop_duplicates()
+    assert len(marked) == sum(len(v) for v in removed.values())  # the attention tables mark removed heads
+
+
+def test_structured_checkpoint_is_the_masked_model_and_shrinks_to_the_same_logits(recent_run):
+    import torch
+
+    from kaviz.analysis.unit_view import load_unit_model
+    from kaviz.stages.recent import plan_from_zeros
+    from kaviz.train.structured import shrink
+
+    unit = "pruned_structured_s0.5_seed42"
+    model = load_unit_model(recent_run, unit)
+    removed = recent_run.units().set_index("unit")["info"][unit]["removed_heads"]
+    chosen = plan_from_zeros(model)
+    assert {str(k): v for k, v in chosen["heads"].items() if v} == removed
+    ids = torch.randint(5, 90, (3, 12))
+    mask = torch.ones_like(ids)
+    mask[0, 8:] = 0
+    with torch.no_grad():
+        before = model(input_ids=ids, attention_mask=mask).logits
+        small = shrink(model, chosen)
+        after = small(input_ids=ids, attention_mask=mask).logits
+    assert torch.allclose(before, after, atol=1e-5)

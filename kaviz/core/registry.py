@@ -18,6 +18,7 @@ class MethodInfo:
     markers_only: bool = False  # separate models of different shapes: points, not a line
     default: bool = True  # in a run's methods when none are given (the paper's five)
     pattern: bool = False  # supports an N:M pattern (pruning.pattern)
+    calibration: bool = False  # sees pruning.calibration_examples training examples (one-shot methods)
 
 
 METHOD_INFO: dict[str, MethodInfo] = {
@@ -26,10 +27,16 @@ METHOD_INFO: dict[str, MethodInfo] = {
     "knowledge-aware": MethodInfo("knowledge-aware (paper)", "#00CC96", trains=True, pattern=True),
     "small-dense": MethodInfo("small-dense", "#AB63FA", trains=True, markers_only=True),
     "upstream-magnitude": MethodInfo("upstream magnitude", "#FFA15A", trains=True),
+    # the methods researchers compare against today (kaviz.stages.recent); not in a run by default
+    "movement": MethodInfo("movement (top-K)", "#19D3F3", trains=True, default=False, pattern=True),
+    "wanda": MethodInfo("Wanda", "#FF6692", trains=False, default=False, pattern=True, calibration=True),
+    "sparsegpt": MethodInfo("SparseGPT", "#B6E880", trains=False, default=False, pattern=True, calibration=True),
+    "structured": MethodInfo("structured (heads + neurons)", "#FF97FF", trains=False, default=False, calibration=True),
 }
 METHODS: tuple[str, ...] = tuple(METHOD_INFO)
 DEFAULT_METHODS: tuple[str, ...] = tuple(m for m, info in METHOD_INFO.items() if info.default)
 PATTERN_METHODS: tuple[str, ...] = tuple(m for m, info in METHOD_INFO.items() if info.pattern)
+CALIBRATION_METHODS: tuple[str, ...] = tuple(m for m, info in METHOD_INFO.items() if info.calibration)
 
 #: The dense stages: short names (figure legends), long names (headline tables), colours.
 STAGE_NAMES = {"pretrained": "pre-trained", "finetuned": "fine-tuned"}

@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from kaviz.core.config import RunConfig
+from kaviz.core.errors import ConfigError
 from kaviz.data.tasks import compute_metrics, encode, load_task, make_collator
 from kaviz.store import Run, unit_id
 from kaviz.train.loop import make_loader, predict
@@ -89,6 +90,22 @@ class Context:
             device=self.device,
             lengths=self.train_lengths,
         )
+
+    def calibration(self, seed: int, n: int | None = None, batch_size: int = 32) -> tuple[list[dict], list[int]]:
+        """The one-shot methods' calibration set: ``n`` (default ``pruning.calibration_examples``)
+        training examples drawn without replacement with ``seed``, as padded batches on the run's
+        device (labels kept, for importance scores), and their indices in the training split (a
+        unit records them). Raises ConfigError when the training set is smaller than ``n``."""
+        n = self.cfg.pruning.calibration_examples if n is None else n
+        if n > self.n_train:
+            raise ConfigError(
+                problems=[("pruning.calibration_examples", f"{n} asked, but the training set has {self.n_train}")]
+            )
+        g = torch.Generator().manual_seed(seed)
+        idx = sorted(torch.randperm(self.n_train, generator=g)[:n].tolist())
+        loader = make_loader(self.encoded["train"].select(idx), self.collator, batch_size, shuffle=False)
+        batches = [{k: v.to(self.device) for k, v in b.items()} for b in loader]
+        return batches, idx
 
     def predict_dev(self, model: nn.Module) -> tuple[np.ndarray, np.ndarray]:
         """Logits ``(n_dev, num_labels)`` and labels ``(n_dev,)`` on the dev split, in order."""

@@ -1,4 +1,5 @@
-"""The stages' training recipes: teacher fine-tuning and the five pruning methods.
+"""The stages' training recipes: teacher fine-tuning, the paper's five pruning methods, and the
+registry of every method (the recent ones live in :mod:`kaviz.stages.recent`).
 
 Each method is a plain function ``(ctx, sparsity, seed, budget=None) -> Outcome`` (``budget``: student
 epochs, None for the run's main budget) registered in
@@ -10,59 +11,27 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
-from kaviz.core.config import DistillConfig
 from kaviz.core.structure import dims
-from kaviz.train.distill import DistillLoss
-from kaviz.train.loop import TrainResult, ce_loss, num_steps, train_loop
+from kaviz.stages import recent
+from kaviz.stages.recipe import (
+    Outcome,
+    distill_fn,
+    pattern_info,
+    student_steps,
+    train,
+    train_pruning,
+)
+from kaviz.train.loop import ce_loss, num_steps
 from kaviz.train.models import small_dense_student
-from kaviz.train.pruning import CubicPruner, MaskSet, prune_magnitude
+from kaviz.train.pruning import prune_magnitude
 
 if TYPE_CHECKING:
     from kaviz.stages.context import Context
-
-
-@dataclass
-class Outcome:
-    model: nn.Module
-    result: TrainResult | None = None
-    info: dict = field(default_factory=dict)
-
-
-def _train(
-    ctx: Context, model: nn.Module, *, lr: float, steps: int, loss_fn, seed: int, desc: str, **kw
-) -> TrainResult:
-    torch.manual_seed(seed)
-    tr = ctx.cfg.training
-    return train_loop(
-        model,
-        ctx.train_loader(seed),
-        steps=steps,
-        lr=lr,
-        loss_fn=loss_fn,
-        device=ctx.device,
-        weight_decay=tr.weight_decay,
-        warmup_ratio=tr.warmup_ratio,
-        desc=desc,
-        progress=ctx.progress,
-        precision=tr.precision,
-        accelerator=ctx.accelerator,
-        **kw,
-    )
-
-
-def student_steps(ctx: Context, budget: float | None = None) -> int:
-    """Optimizer steps of a student: ``budget`` epochs of the training set when given, else the run's
-    main budget (``pruning.max_steps``, or ``pruning.epochs``)."""
-    p = ctx.cfg.pruning
-    if budget is not None:
-        return num_steps(ctx.n_train, ctx.cfg.training.batch_size, budget, None)
-    return num_steps(ctx.n_train, ctx.cfg.training.batch_size, p.epochs, p.max_steps)
 
 
 class PlateauStop:
@@ -128,7 +97,7 @@ def finetune(ctx: Context, seed: int) -> Outcome:
     if tr.plateau_delta is not None:
         spe = num_steps(ctx.n_train, tr.batch_size, 1.0, None)
         stop = PlateauStop(model, ctx.evaluate, spe, tr.plateau_delta, log=ctx.run.log)
-    res = _train(
+    res = train(
         ctx,
         model,
         lr=tr.learning_rate,
@@ -150,72 +119,18 @@ def finetune(ctx: Context, seed: int) -> Outcome:
     return Outcome(model, res, info)
 
 
-def _pattern_info(ctx: Context) -> dict:
-    """The N:M pattern a unit was pruned with, for its info (nothing when unstructured)."""
-    return {"pattern": ctx.cfg.pruning.pattern} if ctx.cfg.pruning.pattern else {}
-
-
 def oneshot_magnitude(ctx: Context, sparsity: float, seed: int, budget: float | None = None) -> Outcome:
     """Magnitude-prune the teacher per matrix at the target, no retraining."""
     model = ctx.teacher_copy()
     prune_magnitude(model, sparsity, ctx.cfg.pruning.pattern)
-    return Outcome(model, None, {"init": "teacher", **_pattern_info(ctx)})
-
-
-def _train_pruning(
-    ctx: Context, model: nn.Module, sparsity: float, seed: int, budget: float | None, loss_fn, desc: str, **kw
-) -> tuple[TrainResult, CubicPruner]:
-    """Train ``model`` for the unit's budget while pruning it per matrix on the cubic schedule
-    (masks recomputed ``pruning.mask_updates`` times, re-applied after every step)."""
-    p = ctx.cfg.pruning
-    steps = student_steps(ctx, budget)
-    pruner = CubicPruner(MaskSet(model, pattern=p.pattern), sparsity, steps, p.mask_updates, p.ramp_end)
-    res = _train(
-        ctx, model, lr=p.learning_rate, steps=steps, loss_fn=loss_fn, seed=seed, on_step=pruner.step, desc=desc, **kw
-    )
-    pruner.finish()
-    return res, pruner
+    return Outcome(model, None, {"init": "teacher", **pattern_info(ctx)})
 
 
 def gradual_magnitude(ctx: Context, sparsity: float, seed: int, budget: float | None = None) -> Outcome:
     """From the teacher: cubic schedule, cross-entropy on labels (Zhu & Gupta)."""
     model = ctx.teacher_copy()
-    res, pruner = _train_pruning(ctx, model, sparsity, seed, budget, ce_loss, f"gradual-magnitude {sparsity:g}")
-    return Outcome(model, res, {"init": "teacher", "mask_updates": pruner.n_updates_done, **_pattern_info(ctx)})
-
-
-def distill_objective(
-    student: nn.Module, teacher: nn.Module, cfg: DistillConfig, device: torch.device, regression: bool = False
-) -> tuple[DistillLoss, Callable]:
-    """The distillation criterion (train its projection with the student) and a ``loss_fn`` that
-    runs the teacher once per batch under ``no_grad`` and the student with every layer's output."""
-    ds, dt = dims(student), dims(teacher)
-    crit = DistillLoss(
-        ds["num_layers"],
-        dt["num_layers"],
-        ds["hidden"],
-        dt["hidden"],
-        cfg.temperature,
-        cfg.alpha_att,
-        cfg.alpha_hid,
-        cfg.alpha_pred,
-        regression=regression,
-    ).to(device)
-    teacher.to(device).eval()
-
-    def loss_fn(model: nn.Module, batch: dict) -> dict[str, torch.Tensor]:
-        labels = batch.pop("labels")
-        with torch.no_grad():
-            t_out = teacher(**batch, output_hidden_states=True, output_attentions=True)
-        s_out = model(**batch, output_hidden_states=True, output_attentions=True)
-        batch["labels"] = labels
-        return crit(s_out, t_out, labels)
-
-    return crit, loss_fn
-
-
-def _distill_fn(ctx: Context, student: nn.Module, teacher: nn.Module) -> tuple[DistillLoss, Callable]:
-    return distill_objective(student, teacher, ctx.cfg.distill, ctx.device, ctx.spec.is_regression)
+    res, pruner = train_pruning(ctx, model, sparsity, seed, budget, ce_loss, f"gradual-magnitude {sparsity:g}")
+    return Outcome(model, res, {"init": "teacher", "mask_updates": pruner.n_updates_done, **pattern_info(ctx)})
 
 
 def knowledge_aware(ctx: Context, sparsity: float, seed: int, budget: float | None = None) -> Outcome:
@@ -224,11 +139,11 @@ def knowledge_aware(ctx: Context, sparsity: float, seed: int, budget: float | No
     p = ctx.cfg.pruning
     torch.manual_seed(seed)
     student = ctx.pretrained() if p.student_init == "pretrained" else ctx.teacher_copy()
-    crit, loss_fn = _distill_fn(ctx, student, ctx.teacher())
+    crit, loss_fn = distill_fn(ctx, student, ctx.teacher())
     desc = f"knowledge-aware {sparsity:g}"
-    res, pruner = _train_pruning(ctx, student, sparsity, seed, budget, loss_fn, desc, extra_modules=[crit])
+    res, pruner = train_pruning(ctx, student, sparsity, seed, budget, loss_fn, desc, extra_modules=[crit])
     info = {"init": p.student_init, "mask_updates": pruner.n_updates_done, "layer_map": crit.map}
-    return Outcome(student, res, {**info, **_pattern_info(ctx)})
+    return Outcome(student, res, {**info, **pattern_info(ctx)})
 
 
 def small_dense(ctx: Context, sparsity: float, seed: int, budget: float | None = None) -> Outcome:
@@ -237,9 +152,9 @@ def small_dense(ctx: Context, sparsity: float, seed: int, budget: float | None =
     p = ctx.cfg.pruning
     torch.manual_seed(seed)
     student, lmap = small_dense_student(ctx.pretrained(), sparsity, p.small_dense_layers)
-    crit, loss_fn = _distill_fn(ctx, student, ctx.teacher())
+    crit, loss_fn = distill_fn(ctx, student, ctx.teacher())
     steps = student_steps(ctx, budget)
-    res = _train(
+    res = train(
         ctx,
         student,
         lr=p.learning_rate,
@@ -268,7 +183,7 @@ def upstream_magnitude(ctx: Context, sparsity: float, seed: int, budget: float |
     (student budget, teacher learning rate)."""
     model = ctx.pretrained()
     masks = prune_magnitude(model, sparsity)
-    res = _train(
+    res = train(
         ctx,
         model,
         lr=ctx.cfg.training.learning_rate,
@@ -287,4 +202,5 @@ METHODS: dict[str, Callable[..., Outcome]] = {  # (ctx, sparsity, seed, budget=N
     "knowledge-aware": knowledge_aware,
     "small-dense": small_dense,
     "upstream-magnitude": upstream_magnitude,
+    **recent.METHODS,
 }

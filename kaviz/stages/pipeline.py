@@ -17,7 +17,7 @@ from tqdm.auto import tqdm
 
 from kaviz.core.config import TINY_MODEL, RunConfig
 from kaviz.core.errors import ConfigError
-from kaviz.core.registry import METHOD_INFO
+from kaviz.core.registry import CALIBRATION_METHODS, METHOD_INFO
 from kaviz.core.validation import parse_import
 from kaviz.data.sts import check_sts_path
 from kaviz.data.tasks import load_task
@@ -167,7 +167,13 @@ class Pipeline:
         an = self.cfg.analysis
         if an.enabled and an.general_probe in ("auto", "sts"):
             check_sts_path(an.sts_path)
-        return load_task(self.cfg.task, seed=self.cfg.seed)
+        task = load_task(self.cfg.task, seed=self.cfg.seed)
+        calibrated = sorted({u["method"] for u in self.units if u["method"] in CALIBRATION_METHODS})
+        n, n_train = self.cfg.pruning.calibration_examples, len(task.train)
+        if calibrated and n > n_train:
+            msg = f"{', '.join(calibrated)} would calibrate on {n} examples, but the training set has {n_train}"
+            raise ConfigError(problems=[("pruning.calibration_examples", msg)])
+        return task
 
     def _stored_config(self) -> dict:
         """The config to create or resume with: a run made by an older kaviz, whose stored config

@@ -108,15 +108,19 @@ class _Objective(nn.Module):
         return self.loss_fn(self.model, batch)
 
 
-def param_groups(modules: Iterable[nn.Module], weight_decay: float) -> list[dict]:
-    """AdamW groups: no decay on biases and LayerNorm weights (BERT convention)."""
+def param_groups(modules: Iterable[nn.Module], weight_decay: float, own: Iterable[dict] = ()) -> list[dict]:
+    """AdamW groups: no decay on biases and LayerNorm weights (BERT convention); ``own`` groups
+    (e.g. movement scores with their own learning rate) keep their settings and their parameters
+    are left out of the default two."""
+    own = list(own)
+    taken = {id(p) for g in own for p in g["params"]}
     decay, no_decay = [], []
     for module in modules:
         for name, p in module.named_parameters():
-            if not p.requires_grad:
+            if not p.requires_grad or id(p) in taken:
                 continue
             (no_decay if p.ndim < 2 or "LayerNorm" in name or "layer_norm" in name else decay).append(p)
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}, *own]
 
 
 def train_loop(
@@ -130,6 +134,7 @@ def train_loop(
     weight_decay: float = 0.01,
     warmup_ratio: float = 0.0,
     extra_modules: Iterable[nn.Module] = (),
+    groups: Iterable[dict] = (),
     on_step: Callable[[int], None] | None = None,
     desc: str = "train",
     progress: bool = True,
@@ -140,6 +145,9 @@ def train_loop(
 ) -> TrainResult:
     """Run ``steps`` AdamW steps (linear warm-up, then constant lr, as the paper).
 
+    ``groups``: optimizer groups with their own settings (parameters of ``extra_modules`` that
+    train at another learning rate, e.g. movement scores); the rest get the default two groups.
+
     ``should_stop(step)`` is asked after every step (after ``on_step``); True ends training there
     (the teacher's epoch-wise plateau stop).
 
@@ -149,7 +157,7 @@ def train_loop(
     """
     objective = _Objective(model, list(extra_modules), loss_fn).to(device).train()
     fused = device.type in ("cpu", "cuda")  # one kernel per step instead of a dozen per parameter group
-    opt = torch.optim.AdamW(param_groups([objective], weight_decay), lr=lr, fused=fused)
+    opt = torch.optim.AdamW(param_groups([objective], weight_decay, groups), lr=lr, fused=fused)
     warm = int(steps * warmup_ratio)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / warm) if warm else 1.0)
     step_fn: nn.Module = objective
