@@ -9,7 +9,7 @@ import streamlit as st
 from kaviz import launcher
 from kaviz.core import form
 from kaviz.core.config import GLUE_TASKS, ConfigError, RunConfig
-from kaviz.core.registry import METHODS
+from kaviz.core.registry import DEFAULT_METHODS, METHODS
 from kaviz.store import RunStore
 from kaviz.views import ui_data
 from pages._common import EXTRA_FOLDERS, leave_legacy_pages_mode
@@ -58,7 +58,7 @@ with st.form("newrun_form"):
     )
     c[3].text_input("Label column (custom)", "label", key="newrun_label_column")
     c[4].selectbox("Custom task type", ["classification", "regression"], key="newrun_task_type")
-    st.multiselect("Methods", list(METHODS), default=list(METHODS), key="newrun_methods", help=HELP["methods"])
+    st.multiselect("Methods", list(METHODS), default=list(DEFAULT_METHODS), key="newrun_methods", help=HELP["methods"])
     st.text_input("Target sparsities", "0.5, 0.8, 0.9", key="newrun_sparsities", help=HELP["sparsities"])
     c = st.columns(6)
     c[0].number_input("Teacher steps", 0, value=150, step=10, key="newrun_teacher_steps", help="0: epochs")

@@ -369,8 +369,7 @@ def test_structured_checkpoint_is_the_masked_model_and_shrinks_to_the_same_logit
     import torch
 
     from kaviz.analysis.unit_view import load_unit_model
-    from kaviz.stages.recent import plan_from_zeros
-    from kaviz.train.structured import shrink
+    from kaviz.train.structured import plan_from_zeros, shrink
 
     unit = "pruned_structured_s0.5_seed42"
     model = load_unit_model(recent_run, unit)
@@ -385,3 +384,22 @@ def test_structured_checkpoint_is_the_masked_model_and_shrinks_to_the_same_logit
         small = shrink(model, chosen)
         after = small(input_ids=ids, attention_mask=mask).logits
     assert torch.allclose(before, after, atol=1e-5)
+
+
+def test_every_unit_measures_what_it_buys_at_inference(recent_run):
+    """The ``inference`` table: the teacher against itself is exactly 1x, the structured unit's shrunk
+    model has the parameters its plan leaves, and sparse files of 50%-sparse units are no larger than
+    the dense ones (CSR only where it is smaller)."""
+    t = recent_run.unit_table("inference").merge(recent_run.units()[["unit", "stage", "method"]], on="unit")
+    assert set(t.batch_size) == {1, 32}
+    teacher = t[(t.stage == "finetuned") & (t.variant == "dense")]
+    assert (teacher.speedup == 1.0).all() and (teacher.size_ratio == 1.0).all()
+    shrunk = t[(t.method == "structured") & (t.variant == "shrunk")]
+    dense = t[(t.method == "structured") & (t.variant == "dense")]
+    info = recent_run.units().set_index("method")["info"]["structured"]
+    heads = sum(len(v) for v in info["removed_heads"].values())
+    d, head_dim = 64, 16  # the tiny model: 64 wide, 4 heads
+    gone = heads * (4 * d * head_dim + 3 * head_dim) + info["removed_neurons"] * (2 * d + 1)  # weights + biases
+    assert len(shrunk) == 2 and (dense.params.to_numpy() - shrunk.params.to_numpy() == gone).all()
+    assert (shrunk.disk_bytes.to_numpy() < dense.disk_bytes.to_numpy()).all()
+    assert t[t.variant.isin(["dense", "shrunk"])].median_s.gt(0).all()

@@ -18,13 +18,13 @@ from kaviz.train.structured import (
     head_cost,
     importance,
     kept_heads,
-    load_shrunk,
     mask_model,
     neuron_cost,
     plan,
     shrink,
     structured_sparsity,
 )
+from kaviz.train.structured_io import load_shrunk
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 HEAD, NEURON, TOTAL = 1024, 64, 16384

@@ -22,6 +22,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from kaviz.analysis.costs import measure_unit, with_reference
 from kaviz.core import schema
 from kaviz.core.config import TINY_MODEL, AnalysisConfig, RunConfig
 from kaviz.core.schema import KNOWLEDGE_COLUMNS
@@ -37,6 +38,7 @@ from kaviz.train.models import load_model, load_pretrained, load_tokenizer, pick
 
 REFERENCES = {"pretrained": [], "finetuned": ["pretrained"], "pruned": ["finetuned", "pretrained"]}
 DONE_MARK = "knowledge"  # written last: a unit with this table is analysed
+COSTS = "inference"  # what the unit buys at inference (kaviz.analysis.costs)
 
 
 def pruned_heads(model: nn.Module) -> set[tuple[int, int]]:
@@ -135,6 +137,7 @@ class Analyzer:
         self.device = pick_device(self.cfg.training.device)
         self._caps: dict[str, Captured] = {}
         self._refs: dict[str, nn.Module | None] = {}
+        self._teacher_costs: pd.DataFrame | None = None
 
     def _setup(self) -> None:
         from transformers import AutoTokenizer
@@ -193,7 +196,7 @@ class Analyzer:
         """Analyse the units that need it; returns their ids."""
         units = self.run_.units()
         units = units[units.status == "done"].to_dict("records")
-        todo = [u for u in units if force or not self.run_.has_unit_table(u["unit"], DONE_MARK)]
+        todo = [u for u in units if force or self._missing(u)]
         if not todo:
             return []
         self._setup()
@@ -202,7 +205,7 @@ class Analyzer:
         bar = tqdm(todo, desc="analyze", unit="unit", disable=not self.progress, dynamic_ncols=True)
         for u in bar:
             bar.set_description(f"analyze {u['unit']}")
-            if self._analyze_unit(u, by_id):
+            if self._analyze_unit(u, by_id, force):
                 done.append(u["unit"])
         return done
 
@@ -213,11 +216,38 @@ class Analyzer:
         model = self._refs[name]
         return None if model is None else (self._capture(name, model), model)
 
-    def _analyze_unit(self, u: dict, by_id: dict) -> bool:
+    def _missing(self, u: dict) -> list[str]:
+        """The tables of ``u`` this analysis would write that it lacks."""
+        names = [DONE_MARK, *([COSTS] if self.acfg.inference else [])]
+        return [n for n in names if not self.run_.has_unit_table(u["unit"], n)]
+
+    def _analyze_unit(self, u: dict, by_id: dict, force: bool = False) -> bool:
         model = self.load(u)
         if model is None:
             self.run_.log(f"analyze: skipped {u['unit']} (no checkpoint kept)")
             return False
+        missing = [DONE_MARK, COSTS] if force else self._missing(u)
+        if self.acfg.inference and COSTS in missing:
+            self._costs(u, model, by_id)
+        if DONE_MARK in missing:
+            self._knowledge(u, model, by_id)
+        return True
+
+    def _costs(self, u: dict, model: nn.Module, by_id: dict) -> None:
+        """The unit's ``inference`` table, against the teacher measured in this process."""
+        pattern = (u.get("info") or {}).get("pattern")
+        rows = measure_unit(model, self.probe, self.acfg, self.device, pattern=pattern)
+        if u["stage"] == "finetuned":
+            self._teacher_costs = rows
+        elif self._teacher_costs is None:
+            ref = self._reference("finetuned", by_id)
+            if ref is not None:
+                self._teacher_costs = measure_unit(ref[1], self.probe, self.acfg, self.device)
+        if self._teacher_costs is not None:
+            rows = with_reference(rows, self._teacher_costs)
+        self.run_.write_unit_table(u["unit"], COSTS, rows)
+
+    def _knowledge(self, u: dict, model: nn.Module, by_id: dict) -> None:
         cap = self._capture(u["unit"], model)
         mask = self.probe.attention_mask
         heads = pruned_heads(model)
@@ -249,7 +279,6 @@ class Analyzer:
         if matrices:
             self.run_.write_unit_table(u["unit"], "cka_matrix", pd.concat(matrices, ignore_index=True))
         self.run_.write_unit_table(u["unit"], DONE_MARK, table[KNOWLEDGE_COLUMNS])
-        return True
 
     def _self_rows(self, model: nn.Module, cap: Captured, heads: set, mask: torch.Tensor) -> list[dict]:
         rows = []

@@ -171,6 +171,17 @@ class AnalysisConfig:
         "Local GLUE STS-B folder for the STS probe; unset uses a built-in generated set.", default=None
     )
     float16: bool = _help("Keep captured activations in float16 (halves memory).", default=False)
+    inference: bool = _help(
+        "Measure what each unit buys at inference on this machine: latency (dense, CSR-sparse, and "
+        "the physically shrunk model for structured units), peak memory, size on disk.",
+        default=True,
+    )
+    inference_batch_sizes: list[int] = _help(
+        "Batch sizes timed by the inference measurement.", default_factory=lambda: [1, 32]
+    )
+    inference_repeats: int = _help(
+        "Timed forward passes per measurement (after 3 warm-up passes); the median is kept.", default=10
+    )
 
 
 @dataclass

@@ -204,6 +204,8 @@ def _analysis(cfg: RunConfig) -> list[str]:
     ]
     if an.probe_size < 8:
         p.append(f"analysis.probe_size: must be >= 8, got {an.probe_size}")
+    if an.inference and (not an.inference_batch_sizes or min(an.inference_batch_sizes) < 1 or an.inference_repeats < 1):
+        p.append("analysis.inference_batch_sizes / inference_repeats: give batch sizes >= 1 and repeats >= 1")
     if an.batch_size < 1 or an.ig_steps < 1 or an.attribution_examples < 0:
         p.append("analysis.batch_size / ig_steps must be >= 1 and attribution_examples >= 0")
     return p

@@ -13,7 +13,7 @@
 
 A structured unit's checkpoint is the *masked* full-size model (removed heads' and neurons' rows and
 columns are zeros), so every reader of checkpoints (knowledge tables, attention maps, comparisons)
-works unchanged and marks the removed heads; :func:`plan_from_zeros` recovers the plan and
+works unchanged and marks the removed heads; :func:`kaviz.train.structured.plan_from_zeros` recovers the plan and
 :func:`kaviz.train.structured.shrink` the physically smaller model (what inference timing measures).
 """
 
@@ -24,7 +24,6 @@ import time
 import torch
 from torch import nn
 
-from kaviz.core.structure import dims, encoder_layers, structure_of
 from kaviz.stages.context import Context
 from kaviz.stages.recipe import Outcome, distill_fn, pattern_info, student_steps, train
 from kaviz.train.loop import ce_loss
@@ -122,26 +121,6 @@ def structured(ctx: Context, sparsity: float, seed: int, budget: float | None = 
         crit, loss_fn = distill_fn(ctx, model, ctx.teacher())
         res = _recover(ctx, model, seed, f"structured {sparsity:g} recovery", loss_fn, extra_modules=[crit])
     return Outcome(model, res, {"init": "teacher", "recovery_steps": p.recovery_steps, **info})
-
-
-@torch.no_grad()
-def plan_from_zeros(model: nn.Module) -> dict:
-    """The structured plan a masked model carries: per layer, the heads whose attention-output columns
-    are all zero and the FFN neurons whose FFN-out columns are all zero (what they write is gone).
-    Layers keep at least one head and one neuron (a layer with none found keeps its first)."""
-    st, d = structure_of(model), dims(model)
-    head_size = d["hidden"] // d["heads"]
-    out: dict = {"heads": {}, "neurons": {}}
-    for i, layer in enumerate(encoder_layers(model)):
-        attn_out = layer.get_submodule(st.linears["attn_out"]).weight  # (hidden, heads * head_size)
-        ffn_out = layer.get_submodule(st.linears["ffn_out"]).weight  # (hidden, intermediate)
-        dead_h = (attn_out.reshape(attn_out.shape[0], -1, head_size) == 0).all(dim=2).all(dim=0)  # (heads,)
-        dead_n = (ffn_out == 0).all(dim=0)  # (intermediate,)
-        heads = dead_h.nonzero().flatten().tolist()
-        neurons = dead_n.nonzero().flatten().tolist()
-        out["heads"][i] = heads[:-1] if len(heads) == dead_h.numel() else heads
-        out["neurons"][i] = neurons[:-1] if len(neurons) == dead_n.numel() else neurons
-    return out
 
 
 METHODS = {"movement": movement, "wanda": wanda, "sparsegpt": sparsegpt, "structured": structured}

@@ -14,7 +14,7 @@ Saving and loading. transformers 5 removed ``PreTrainedModel.prune_heads`` and
 names (the tensors are smaller than the config says). :func:`shrink` therefore keeps the config's
 head count and FFN size (so ``d_head = hidden / heads`` still holds) and records the per-layer
 shapes in ``config.kaviz_structured``; ``save_pretrained`` writes that field to config.json, and
-:func:`load_shrunk` (or ``shrunk_class(cls).from_pretrained``) rebuilds the smaller modules before
+:func:`kaviz.train.structured_io.load_shrunk` (or ``shrunk_class(cls).from_pretrained``) rebuilds the smaller modules before
 the weights are read. BERT-like attention in transformers 5 infers the head count from the
 projection width (``view(..., -1, d_head)``), so no forward code changes.
 
@@ -353,46 +353,21 @@ def structured_sparsity(model: nn.Module, reference_encoder_params: int) -> floa
     return 1.0 - encoder_params(model) / reference_encoder_params
 
 
-def apply_recorded_shapes(model: nn.Module) -> nn.Module:
-    """Shrink a freshly built full-size model to the shapes in ``config.kaviz_structured`` (keeping
-    the leading units; the weights are meant to be overwritten by a checkpoint). No record: no-op."""
-    record = getattr(model.config, CONFIG_KEY, None)
-    if not record:
-        return model
-    layers = _layers(model)
-    if len(record["heads"]) != len(layers):
-        raise ValueError(f"{CONFIG_KEY} describes {len(record['heads'])} layers; the model has {len(layers)}")
-    for lay, nh, ni in zip(layers, record["heads"], record["intermediate"]):
-        _resize(lay, list(range(nh)), list(range(ni)))
-    return model
-
-
-def shrunk_class(cls: type) -> type:
-    """A subclass of a transformers model class whose constructor applies
-    :func:`apply_recorded_shapes`, so ``shrunk_class(cls).from_pretrained(folder, ...)`` loads a
-    shrunk checkpoint with transformers' own loader (dtype, devices, shards, strict size checks)."""
-
-    def __init__(self, config, *args, **kwargs):
-        cls.__init__(self, config, *args, **kwargs)
-        apply_recorded_shapes(self)
-
-    return type(f"Shrunk{cls.__name__}", (cls,), {"__init__": __init__, "__module__": __name__})
-
-
-def load_shrunk(source: str, cls: type | None = None, **kwargs) -> nn.Module:
-    """``cls.from_pretrained(source, **kwargs)`` for a folder / hub id saved after :func:`shrink`
-    (a dense one loads as usual). ``cls`` defaults to the class named by ``config.architectures``;
-    the model returned is a plain ``cls`` instance (it saves under its own class name)."""
-    import transformers
-
-    if cls is None:
-        config = transformers.AutoConfig.from_pretrained(
-            source, **{k: v for k, v in kwargs.items() if k in ("revision", "trust_remote_code")}
-        )
-        arch = (getattr(config, "architectures", None) or [None])[0]
-        if arch is None or not hasattr(transformers, arch):
-            raise ValueError(f"{source}: config.architectures names {arch!r}, not a transformers model class; pass cls")
-        cls = getattr(transformers, arch)
-    model = shrunk_class(cls).from_pretrained(source, **kwargs)
-    model.__class__ = cls  # the subclass only changed construction
-    return model
+@torch.no_grad()
+def plan_from_zeros(model: nn.Module) -> dict:
+    """The structured plan a masked model carries: per layer, the heads whose attention-output columns
+    are all zero and the FFN neurons whose FFN-out columns are all zero (what they write is gone).
+    Layers keep at least one head and one neuron (a layer with none found keeps its first)."""
+    st, d = structure_of(model), dims(model)
+    head_size = d["hidden"] // d["heads"]
+    out: dict = {"heads": {}, "neurons": {}}
+    for i, layer in enumerate(encoder_layers(model)):
+        attn_out = layer.get_submodule(st.linears["attn_out"]).weight  # (hidden, heads * head_size)
+        ffn_out = layer.get_submodule(st.linears["ffn_out"]).weight  # (hidden, intermediate)
+        dead_h = (attn_out.reshape(attn_out.shape[0], -1, head_size) == 0).all(dim=2).all(dim=0)  # (heads,)
+        dead_n = (ffn_out == 0).all(dim=0)  # (intermediate,)
+        heads = dead_h.nonzero().flatten().tolist()
+        neurons = dead_n.nonzero().flatten().tolist()
+        out["heads"][i] = heads[:-1] if len(heads) == dead_h.numel() else heads
+        out["neurons"][i] = neurons[:-1] if len(neurons) == dead_n.numel() else neurons
+    return out
