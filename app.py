@@ -24,6 +24,7 @@ PAGES = [
     st.Page("pages/3_knowledge_flow.py", title="Knowledge flow", icon=":material/account_tree:"),
     st.Page("pages/4_attention.py", title="Attention", icon=":material/grid_on:"),
     st.Page("pages/5_attribution.py", title="Attribution", icon=":material/format_color_text:"),
+    st.Page("pages/9_inference.py", title="What pruning buys", icon=":material/bolt:"),
     st.Page("pages/6_compare_runs.py", title="Compare runs", icon=":material/compare_arrows:"),
     st.Page("pages/7_new_run.py", title="New run", icon=":material/add_circle:"),
 ]

@@ -27,7 +27,7 @@ CHROMIUM = Path("/usr/bin/chromium")
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update"]
 ARGS += ["--disable-sync", "--no-first-run"]
 #: Pages that draw at least one chart on the fixture runs.
-WITH_CHARTS = {"overview", "accuracy_vs_sparsity", "compare_runs"}
+WITH_CHARTS = {"overview", "accuracy_vs_sparsity", "compare_runs", "inference"}
 
 pytestmark = [
     pytest.mark.browser,
