@@ -403,3 +403,20 @@ def test_every_unit_measures_what_it_buys_at_inference(recent_run):
     assert len(shrunk) == 2 and (dense.params.to_numpy() - shrunk.params.to_numpy() == gone).all()
     assert (shrunk.disk_bytes.to_numpy() < dense.disk_bytes.to_numpy()).all()
     assert t[t.variant.isin(["dense", "shrunk"])].median_s.gt(0).all()
+
+
+def test_bad_inputs_of_the_recent_methods_fail_before_any_training(tmp_path):
+    """A structured target that would empty a layer, and more calibration examples than the training
+    set has: config errors naming the field, raised before the run folder exists."""
+    from kaviz.core.errors import ConfigError
+    from kaviz.stages.recent import structured_limit
+    from kaviz.train.models import tiny_bert_config
+
+    limit = structured_limit(tiny_bert_config(2, 2))
+    assert limit == pytest.approx(1 - (4 * 64 * 16 + 2 * 64) / (4 * 64 * 64 + 2 * 64 * 256))  # 64 wide, 4 heads
+    store = RunStore(tmp_path)
+    with pytest.raises(ConfigError, match=r"sparsities: structured pruning can remove at most 91\.4%"):
+        Pipeline(tiny_config(methods=["structured"], sparsities=[0.95]), store, progress=False).run()
+    with pytest.raises(ConfigError, match="calibration_examples: wanda would calibrate on 500 examples.*has 160"):
+        Pipeline(tiny_config(methods=["wanda"], pruning={"calibration_examples": 500}), store, progress=False).run()
+    assert not any(tmp_path.iterdir())

@@ -23,12 +23,11 @@ from kaviz.data.sts import check_sts_path
 from kaviz.data.tasks import load_task
 from kaviz.stages.context import Context
 from kaviz.stages.methods import METHODS, Outcome, finetune
+from kaviz.stages.recent import structured_limit
 from kaviz.store import Run, RunStore, StoreError, unit_id
 from kaviz.train import parallel
 from kaviz.train.loop import resolve_precision
-from kaviz.train.models import (
-    resolve_source,
-)
+from kaviz.train.models import resolve_source, tiny_bert_config
 from kaviz.train.pruning import sparsity_summary, sparsity_table
 
 
@@ -167,6 +166,7 @@ class Pipeline:
         an = self.cfg.analysis
         if an.enabled and an.general_probe in ("auto", "sts"):
             check_sts_path(an.sts_path)
+        self._check_structured()
         task = load_task(self.cfg.task, seed=self.cfg.seed)
         calibrated = sorted({u["method"] for u in self.units if u["method"] in CALIBRATION_METHODS})
         n, n_train = self.cfg.pruning.calibration_examples, len(task.train)
@@ -174,6 +174,26 @@ class Pipeline:
             msg = f"{', '.join(calibrated)} would calibrate on {n} examples, but the training set has {n_train}"
             raise ConfigError(problems=[("pruning.calibration_examples", msg)])
         return task
+
+    def _check_structured(self) -> None:
+        """Structured units must leave every layer a head and a neuron: their targets are checked
+        against the model's shape (its config only) before anything trains."""
+        asked = sorted({u["sparsity"] for u in self.units if u["method"] == "structured"})
+        if not asked:
+            return
+        m = self.cfg.model
+        if m.name_or_path == TINY_MODEL:
+            config = tiny_bert_config(2, 2)
+        else:
+            from transformers import AutoConfig
+
+            config = AutoConfig.from_pretrained(resolve_source(m.name_or_path), revision=m.revision)
+        limit = structured_limit(config)
+        over = [s for s in asked if s > limit]
+        if over:
+            msg = (f"structured pruning can remove at most {limit:.1%} of this model's encoder weights (every layer "
+                   f"keeps one head and one FFN neuron); {over} asked")  # fmt: skip
+            raise ConfigError(problems=[("sparsities", msg)])
 
     def _stored_config(self) -> dict:
         """The config to create or resume with: a run made by an older kaviz, whose stored config
