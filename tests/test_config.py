@@ -42,6 +42,7 @@ def test_unknown_key_suggests():
         ({"pruning": {"pattern": "2:4"}, "sparsities": [0.5, 0.9]}, r"0.5 sparse.*got \[0.9\]"),
         ({"pruning": {"pattern": "2:4"}, "sparsities": [0.5], "extra_units": [{"sparsities": [0.7]}]}, r"got \[0.7\]"),
         ({"pruning": {"calibration_examples": 0}}, "calibration_examples"),
+        ({"pruning": {"pattern": 124}}, 'unquoted N:M such as 2:4 as a base-60 number: quote it, "2:4"'),
         ({"pruning": {"recovery_steps": -1}}, "recovery_steps"),
     ],
 )

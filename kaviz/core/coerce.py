@@ -94,7 +94,10 @@ def coerce(tp: Any, value: Any, where: str) -> Any:
         return float(value)
     if tp is str:
         if not isinstance(value, str):
-            raise ConfigError(f"{where}: expected a string, got {type(value).__name__} {value!r}")
+            hint = ""
+            if isinstance(value, int) and not isinstance(value, bool) and where.endswith("pattern"):
+                hint = " (YAML reads an unquoted N:M such as 2:4 as a base-60 number: quote it, \"2:4\")"
+            raise ConfigError(f"{where}: expected a string, got {type(value).__name__} {value!r}{hint}")
         return value
     raise ConfigError(f"{where}: unsupported type {tp}")  # pragma: no cover
 
