@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import json
+import os
 import tempfile
 import time
 import warnings
@@ -105,6 +106,7 @@ def _cpu_peak_bytes(run: Callable[[], object]) -> int | None:
     """Peak of the running sum of the CPU allocator's allocations/frees recorded by the profiler."""
     from torch.profiler import ProfilerActivity, profile
 
+    os.environ.setdefault("KINETO_LOG_LEVEL", "99")  # kineto prints "profiler_start/stop" lines otherwise
     try:
         with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
             run()
