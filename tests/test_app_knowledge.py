@@ -88,7 +88,13 @@ def test_knowledge_flow_shows_similarity_cka_probe_and_general(folders, monkeypa
     at = open_page(folders["tables"], FLOW, monkeypatch)
     assert at.selectbox(key="knowledge_metric").options == ["linear_cka", "rbf_cka"]
     assert at.selectbox(key="knowledge_reference").value == "finetuned"
-    flow, cka, probe, general = figures(at)
+    flow, loss_map, cka, probe, general, plane = figures(at)
+    one = np.asarray(loss_map.data[0].z, dtype=float)  # one-shot: layers 0..2 x sparsities 50%, 90%
+    assert loss_map.data[0].name == "oneshot-magnitude" and list(loss_map.data[0].x) == ["50%", "90%"]
+    assert one[1, 1] == pytest.approx(1 - 0.9 / 4 + 0.01)  # layer 1 at 90%: mean of seeds 42 and 7
+    assert one[2, 0] == pytest.approx(1 - 0.5 * 2 / 4)
+    plane_line = [t for t in plane.data if t.name == "oneshot-magnitude"][0]
+    assert plane_line.y[0] == pytest.approx((0.7 - 0.2 * 0.5) / 0.8)  # general probe kept at 50%
     lines = traces(flow)
     assert list(lines) == ["oneshot-magnitude 50%", "oneshot-magnitude 90%", "small-dense 50%", "small-dense 90%"]
     assert list(lines["oneshot-magnitude 90%"].y) == pytest.approx([1.01, 1 - 0.225 + 0.01, 0.56])
@@ -100,7 +106,7 @@ def test_knowledge_flow_shows_similarity_cka_probe_and_general(folders, monkeypa
     assert list(g["oneshot-magnitude"].y) == pytest.approx([0.6, 0.53])
     assert list(g["pre-trained"].y) == pytest.approx([0.8, 0.8])
     assert not at.info
-    assert len([b for b in at.get("download_button") if "CSV" in str(b.proto)]) == 4
+    assert len([b for b in at.get("download_button") if "CSV" in str(b.proto)]) == 6
 
 
 def test_knowledge_flow_controls(folders, monkeypatch):
@@ -112,9 +118,10 @@ def test_knowledge_flow_controls(folders, monkeypatch):
     at.selectbox(key="knowledge_cka_unit").set_value("finetuned")
     at.run()
     assert not at.exception
-    flow, cka, probe, _ = figures(at)
+    flow, loss_map, cka, probe, *_ = figures(at)
     lines = traces(flow)
     assert list(lines) == ["fine-tuned", "small-dense 90%"]
+    assert [t.name for t in loss_map.data] == ["small-dense"]  # the method filter applies to the map
     assert list(lines["fine-tuned"].y) == pytest.approx([0.95, 0.85, 0.75])
     assert list(lines["small-dense 90%"].y) == pytest.approx([0.8 - 0.05 + 0.01, 0.8 - 0.45 - 0.05 + 0.01])
     assert at.selectbox(key="knowledge_cka_reference").value == "pretrained"  # the teacher has no other
