@@ -16,7 +16,8 @@ if inference.empty:
     st.stop()
 metrics = read(run_metrics, *key)
 c = st.columns([2, 3], vertical_alignment="bottom")
-batch = pick("Batch size", sorted(int(b) for b in inference["batch_size"].unique()), "costs_batch", container=c[0])
+sizes = sorted(int(b) for b in inference["batch_size"].unique())
+batch = pick("Batch size", sizes, "costs_batch", container=c[0], index=len(sizes) - 1)
 x = c[1].radio("x axis", list(plots_costs.X_TITLES), horizontal=True, key="costs_x",
                format_func={"speedup": "speedup", "size_ratio": "size on disk"}.get)  # fmt: skip
 table = plots_costs.cost_table(metrics, inference, batch)
