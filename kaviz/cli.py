@@ -142,6 +142,14 @@ def cmd_analyze(a: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_report(a: argparse.Namespace) -> int:
+    from kaviz.report import write
+
+    out = write(_open_run(a.run), a.output or f"{Path(a.run).name}-report.html")
+    print(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB): open it in a browser, no server needed", file=sys.stderr)
+    return 0
+
+
 def cmd_export(a: argparse.Namespace) -> int:
     from kaviz.analysis.analyzer import knowledge_table
 
@@ -279,6 +287,16 @@ def build_parser() -> argparse.ArgumentParser:
     an.add_argument("--force", action="store_true", help="recompute every unit")
     an.add_argument("--quiet", action="store_true", help="no progress bars")
     an.set_defaults(fn=cmd_analyze)
+
+    rp = sub.add_parser(
+        "report",
+        help="write a run as one self-contained HTML page",
+        description="Findings, every figure (interactive, plotly.js inlined: opens offline), headline tables, "
+        "units and config of a run, from its tables (no model loaded).",
+    )
+    rp.add_argument("run", help="run folder, e.g. assets/runs/showcase-sst2")
+    rp.add_argument("--output", "-o", help="HTML file to write (default: <run>-report.html)")
+    rp.set_defaults(fn=cmd_report)
 
     cp = sub.add_parser(
         "copy",

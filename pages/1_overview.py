@@ -14,7 +14,9 @@ from pages._common import (
     read,
     require_run,
     run_config,
+    run_findings,
     run_metrics,
+    run_report,
     run_unit_table,
     run_units,
 )
@@ -45,6 +47,24 @@ with st.expander("Config"):
         key="overview_config",
         on_click="ignore",
     )
+
+st.subheader("Findings")
+found = read(run_findings, *key)
+if not found:
+    st.info("No findings yet: they appear as units finish (and `kaviz analyze` adds the knowledge ones).")
+for f in found:
+    c = st.columns([12, 2], vertical_alignment="center")
+    (c[0].warning if f.severity else c[0].markdown)(f.text)
+    c[1].page_link(f.page, label="figure", icon=":material/arrow_forward:")
+st.download_button(
+    "Report (one HTML file)",
+    lambda: run_report(*key),
+    file_name=f"{run_id}-report.html",
+    mime="text/html",
+    key="overview_report",
+    on_click="ignore",
+    help="findings, every figure (interactive, works offline), headline tables, units and config",
+)
 
 st.subheader("Stages and units")
 stages = plots.stage_diagram(units, ui_data.unit_values(metrics))

@@ -125,6 +125,30 @@ def constant_answer(folder: str, run_id: str, updated: str, metric: str) -> floa
     return levels.get("constant answer")
 
 
+@st.cache_data(show_spinner=False, max_entries=64)
+def run_findings(folder: str, run_id: str, updated: str) -> list:
+    """The run's findings (:mod:`kaviz.analysis.findings`) at its main budget."""
+    from kaviz.analysis.analyzer import knowledge_table
+    from kaviz.analysis.findings import findings
+    from kaviz.core.config import main_budget
+
+    run = RunStore(folder).open_run(run_id)
+    return findings(
+        run.metrics(),
+        knowledge_table(run),
+        run.unit_table("predictions"),
+        run.unit_table("inference"),
+        main_budget=main_budget(run.config),
+    )
+
+
+@st.cache_data(show_spinner="Writing the report…", max_entries=8)
+def run_report(folder: str, run_id: str, updated: str) -> str:
+    from kaviz.report import build
+
+    return build(RunStore(folder).open_run(run_id))
+
+
 # ----- output helpers -----------------------------------------------------------------------------
 
 

@@ -316,3 +316,19 @@ def test_legacy_pages_mode_still_runs_app_py(runs_dir, monkeypatch, page):
     assert not at.exception
     assert at.sidebar.selectbox(key="app_run").value == str(runs_dir / "t")
     assert at.get("plotly_chart") and not at.info
+
+
+def test_overview_leads_with_findings_and_offers_the_report(runs_dir, monkeypatch):
+    from kaviz.analysis.findings import findings
+    from kaviz.core.config import main_budget
+    from kaviz.store import RunStore
+
+    monkeypatch.setenv("KAVIZ_RUNS", str(runs_dir))
+    at = AppTest.from_file(APP, default_timeout=60)
+    at.run()
+    assert not at.exception
+    run = RunStore(runs_dir).open_run("t")
+    expected = [f.text for f in findings(run.metrics(), main_budget=main_budget(run.config))]
+    shown = [m.value for m in at.markdown] + [w.value for w in at.warning]
+    assert expected and all(text in shown for text in expected)
+    assert any("Report" in str(b.proto) for b in at.get("download_button"))

@@ -390,10 +390,10 @@ def test_showcase_numbers_match_its_tables():
 
 def test_ordering_does_not_call_a_tie_evidence():
     """Every method at 50.0 (a demo run at 90%): the claim is not tested, not 'holds'."""
-    rows = [dict(unit="finetuned", stage="finetuned", method="finetuned", sparsity=0.0, seed=42, budget=np.nan,
+    rows = [dict(run="r", unit="finetuned", stage="finetuned", method="finetuned", sparsity=0.0, seed=42, budget=np.nan,
                  metric="score", value=0.9)]  # fmt: skip
     for m in ("knowledge-aware", "gradual-magnitude"):
-        rows.append(dict(unit=f"pruned_{m}_s0.9_seed42", stage="pruned", method=m, sparsity=0.9, seed=42,
+        rows.append(dict(run="r", unit=f"pruned_{m}_s0.9_seed42", stage="pruned", method=m, sparsity=0.9, seed=42,
                          budget=np.nan, metric="score", value=0.5))  # fmt: skip
     found = {f.rule: f for f in fd.findings(pd.DataFrame(rows))}
     text = found["method_ordering"].text

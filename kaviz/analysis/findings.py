@@ -345,7 +345,7 @@ def at_budget(df: pd.DataFrame, main_budget: float | None) -> pd.DataFrame:
 
 
 def _frame(df: pd.DataFrame | None, columns: list[str]) -> pd.DataFrame:
-    return df if df is not None and len(df.columns) else pd.DataFrame(columns=columns)
+    return df if df is not None and len(df) and set(columns) <= set(df.columns) else pd.DataFrame(columns=columns)
 
 
 def tables(metrics: pd.DataFrame, *frames: pd.DataFrame | None, main_budget: float | None = None) -> Tables:
