@@ -100,8 +100,9 @@ def main() -> None:
         rows.append(dict(method="structured", sparsity=0.5, pattern="no recovery", accuracy=acc0,
                          seconds=out.info["prune_seconds"]))  # fmt: skip
         probe = probe_inputs(ctx.task, ctx.tokenizer, 256, seed=0, max_length=64)
-        costs_t = measure_unit(ctx.teacher(), probe, cfg.analysis, torch.device("cpu"))
-        costs_s = with_reference(measure_unit(out.model, probe, cfg.analysis, torch.device("cpu")), costs_t)
+        costs_t = measure_unit(ctx.teacher(), probe, cfg.analysis, torch.device("cpu"), dense_only=True)
+        costs_s = measure_unit(out.model, probe, cfg.analysis, torch.device("cpu"), structured=True)
+        costs_s = with_reference(costs_s, costs_t)
         ctx.cfg.pruning.recovery_steps = args.recovery_steps
         t0 = time.perf_counter()
         rec = METHODS["structured"](ctx, 0.5, cfg.seed)

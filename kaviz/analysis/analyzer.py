@@ -137,7 +137,6 @@ class Analyzer:
         self.device = pick_device(self.cfg.training.device)
         self._caps: dict[str, Captured] = {}
         self._refs: dict[str, nn.Module | None] = {}
-        self._teacher_costs: pd.DataFrame | None = None
 
     def _setup(self) -> None:
         from transformers import AutoTokenizer
@@ -234,17 +233,25 @@ class Analyzer:
         return True
 
     def _costs(self, u: dict, model: nn.Module, by_id: dict) -> None:
-        """The unit's ``inference`` table, against the teacher measured in this process."""
-        pattern = (u.get("info") or {}).get("pattern")
-        rows = measure_unit(model, self.probe, self.acfg, self.device, pattern=pattern)
-        if u["stage"] == "finetuned":
-            self._teacher_costs = rows
-        elif self._teacher_costs is None:
+        """The unit's ``inference`` table, against the dense teacher timed right before it (paired)."""
+        info = u.get("info") or {}
+        teacher = model if u["stage"] == "finetuned" else None
+        if teacher is None:
             ref = self._reference("finetuned", by_id)
-            if ref is not None:
-                self._teacher_costs = measure_unit(ref[1], self.probe, self.acfg, self.device)
-        if self._teacher_costs is not None:
-            rows = with_reference(rows, self._teacher_costs)
+            teacher = ref[1] if ref is not None else None
+        reference = None
+        if teacher is not None and teacher is not model:
+            reference = measure_unit(teacher, self.probe, self.acfg, self.device, dense_only=True)
+        rows = measure_unit(
+            model,
+            self.probe,
+            self.acfg,
+            self.device,
+            pattern=info.get("pattern"),
+            structured=u["method"] == "structured",
+        )
+        if teacher is not None:
+            rows = with_reference(rows, rows if reference is None else reference)
         self.run_.write_unit_table(u["unit"], COSTS, rows)
 
     def _knowledge(self, u: dict, model: nn.Module, by_id: dict) -> None:

@@ -10,9 +10,10 @@ the forward, parameters, non-zeros and bytes on disk, for
 - ``shrunk``: for structured units, the physically smaller model (:func:`kaviz.train.structured.shrink`);
 - ``semi-structured``: 2:4 units on a CUDA device that supports ``to_sparse_semi_structured``.
 
-Each row carries the dense teacher's median at the same batch size and sequence length, measured in
-the same process (``reference_median_s``), and ``speedup = reference_median_s / median_s``: a
-speedup below 1 is shown as it is. Inputs are the first examples of the analysis probe set
+Each row carries the dense teacher's median at the same batch size and sequence length, measured
+right before the unit in the same process (``reference_median_s``: paired, so that load from other
+work on the machine hits both alike), and ``speedup = reference_median_s / median_s``: a speedup
+below 1 is shown as it is. Inputs are the first examples of the analysis probe set
 (repeated to fill a batch), padded to the probe's longest example.
 """
 
@@ -47,27 +48,31 @@ def probe_batches(probe: ProbeInputs):
     return make_batch
 
 
-def is_structured(model: nn.Module) -> bool:
-    """Whether whole heads or FFN neurons of ``model`` are zero (a structured unit's masked model)."""
-    found = plan_from_zeros(model)
-    return any(found["heads"].values()) or any(found["neurons"].values())
-
-
 def measure_unit(
-    model: nn.Module, probe: ProbeInputs, acfg: AnalysisConfig, device: torch.device, *, pattern: str | None = None
+    model: nn.Module,
+    probe: ProbeInputs,
+    acfg: AnalysisConfig,
+    device: torch.device,
+    *,
+    pattern: str | None = None,
+    structured: bool = False,
+    dense_only: bool = False,
 ) -> pd.DataFrame:
-    """The ``inference`` rows of one unit (without the teacher reference; see :func:`with_reference`)."""
+    """The ``inference`` rows of one unit (without the teacher reference; see :func:`with_reference`):
+    ``dense`` and ``sparse`` (``dense_only``: the first alone), ``semi-structured`` for 2:4 units on
+    CUDA, and ``shrunk`` for a ``structured`` unit (its masked model shrunk by
+    :func:`kaviz.train.structured.plan_from_zeros`)."""
     kw = {
         "batch_sizes": tuple(acfg.inference_batch_sizes),
         "device": device,
         "repeats": acfg.inference_repeats,
     }
     make_batch = probe_batches(probe)
-    variants = ["dense", "sparse"]
-    if pattern == "2:4" and device.type == "cuda":
+    variants = ["dense"] if dense_only else ["dense", "sparse"]
+    if pattern == "2:4" and device.type == "cuda" and not dense_only:
         variants.append("semi-structured")
     rows = [measure_inference(model, make_batch, variants=tuple(variants), **kw)]
-    if is_structured(model):
+    if structured:
         small = shrink(copy.deepcopy(model), plan_from_zeros(model))
         rows.append(measure_inference(small, make_batch, variants=("dense",), **kw).assign(variant="shrunk"))
     return pd.concat(rows, ignore_index=True)
