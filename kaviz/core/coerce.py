@@ -96,7 +96,7 @@ def coerce(tp: Any, value: Any, where: str) -> Any:
         if not isinstance(value, str):
             hint = ""
             if isinstance(value, int) and not isinstance(value, bool) and where.endswith("pattern"):
-                hint = " (YAML reads an unquoted N:M such as 2:4 as a base-60 number: quote it, \"2:4\")"
+                hint = ' (YAML reads an unquoted N:M such as 2:4 as a base-60 number: quote it, "2:4")'
             raise ConfigError(f"{where}: expected a string, got {type(value).__name__} {value!r}{hint}")
         return value
     raise ConfigError(f"{where}: unsupported type {tp}")  # pragma: no cover
