@@ -3,7 +3,7 @@
 import streamlit as st
 
 from kaviz.views import plots_sparsity, ui_data
-from pages._common import constant_answer, curve, figure, read, require_run, run_metrics
+from pages._common import constant_answer, curve, figure, read, require_run, run_metrics, score_intervals
 
 st.title("Accuracy vs sparsity")
 key = require_run()
@@ -27,15 +27,26 @@ x = c[1].radio(
     help="measured: the fraction of encoder linear weights that are zero (small-dense: relative to the teacher)",
 )
 spread = c[2].radio(
-    "Spread over seeds", ["std", "range"], horizontal=True, key="accuracy_spread", help="mean ± std, or min to max"
+    "Band",
+    ["std", "range", "95% CI"],
+    horizontal=True,
+    key="accuracy_spread",
+    help="over seeds: mean ± std, or min to max; 95% CI: percentile bootstrap over dev examples and seeds "
+    "(from the units' stored predictions; also for one seed)",
 )
 show_pretrained = c[3].toggle("pre-trained", key="accuracy_pretrained", help="also draw the pre-trained model")
 
 constant = read(constant_answer, *key, metric)
+intervals = read(score_intervals, *key, metric) if spread == "95% CI" else None
+if spread == "95% CI" and intervals is None:
+    st.info("No stored dev predictions in this run (or a metric without them): showing the spread over seeds.")
+seeds = "std" if spread == "95% CI" else spread
 fig = plots_sparsity.accuracy_vs_sparsity(
-    metrics, metric, x=x, show_pretrained=show_pretrained, spread=spread, constant=constant
+    metrics, metric, x=x, show_pretrained=show_pretrained, spread=seeds, constant=constant, intervals=intervals
 )
-table = read(curve, *key, metric, spread)
+table = read(curve, *key, metric, seeds)
+if intervals is not None:
+    table = ui_data.with_intervals(table, intervals)
 figure(fig, table, f"{key[1]}_{metric}_vs_sparsity", "accuracy")
 if constant is not None:
     st.caption(

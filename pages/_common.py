@@ -116,6 +116,22 @@ def curve(folder: str, run_id: str, updated: str, metric: str, spread: str) -> p
     return ui_data.sparsity_curve_table(run_metrics(folder, run_id, updated), metric, spread)
 
 
+@st.cache_data(show_spinner="Bootstrapping intervals…", max_entries=32)
+def score_intervals(folder: str, run_id: str, updated: str, metric: str) -> pd.DataFrame | None:
+    """95% bootstrap intervals (dev examples and seeds, 1000 resamples) of ``metric`` per (stage,
+    method, sparsity) at the main budget: stage, method, sparsity, low, high; None without predictions."""
+
+    run = RunStore(folder).open_run(run_id)
+    metrics = run_metrics(folder, run_id, updated)
+    name = evidence.score_metric(metrics) if metric == "score" else metric
+    if name is None or run.unit_table("predictions").empty:
+        return None
+    table = evidence.summary(run, (name,), n_boot=1000)
+    if table.empty:
+        return None
+    return ui_data.at_main_budget(table, run.config).drop(columns=["metric"])
+
+
 @st.cache_data(show_spinner=False, max_entries=64)
 def constant_answer(folder: str, run_id: str, updated: str, metric: str) -> float | None:
     """The best constant answer's ``metric`` on the run's dev set (None: not a classification

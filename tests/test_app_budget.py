@@ -131,3 +131,20 @@ def test_budget_page_explains_a_run_without_budgets(runs_dir, monkeypatch):
     at.switch_page(BUDGET).run()
     assert not at.exception
     assert "extra_units" in at.info[0].value
+
+
+def test_accuracy_page_draws_bootstrap_intervals(app, runs_dir):
+    """The 95% CI band: the percentile bootstrap of evidence.summary over the stored predictions,
+    drawn even for one seed."""
+    from kaviz.analysis import evidence
+
+    app.switch_page("pages/2_accuracy_vs_sparsity.py").run()
+    app.radio(key="accuracy_spread").set_value("95% CI").run()
+    assert not app.exception
+    (fig,) = figures(app)
+    band = [t for t in fig.data if t.name == "knowledge-aware spread"][0]
+    run = RunStore(runs_dir).open_run("showcase")
+    s = evidence.summary(run, ("accuracy",), n_boot=1000)
+    s = s[(s.method == "knowledge-aware") & (s.budget == 2.0)].sort_values("sparsity")
+    assert list(band.y) == pytest.approx([*s.high, *s.low[::-1]])
+    assert (s.high > s.low).all()

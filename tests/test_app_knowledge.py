@@ -228,7 +228,7 @@ def test_run_without_knowledge_tables(folders, monkeypatch, page):
 
 def test_run_with_per_layer_tables_only(folders, monkeypatch):
     at = open_page(folders["layers"], FLOW, monkeypatch)
-    assert len(figures(at)) == 3 and "No CKA matrices" in infos(at)
+    assert len(figures(at)) == 5 and "No CKA matrices" in infos(at)  # flow, loss map, probe, general, plane
     at.switch_page(ATTENTION).run()
     assert not at.exception
     assert "No per-head attention" in infos(at) and not at.get("plotly_chart")

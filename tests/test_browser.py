@@ -192,3 +192,32 @@ def test_app_opens_on_the_showcase_and_draws_budget_curves(showcase_server, tmp_
         assert not page.locator('[data-testid="stAlertContentError"]').count()
         assert page.locator(".js-plotly-plot").count() == 2  # score and per-layer CKA against budget
         page.screenshot(path=str(tmp_path / "budget_curves.png"), full_page=True)
+
+
+@pytest.fixture(scope="module")
+def shipped_server(tmp_path_factory):
+    assets = ROOT / "assets" / "runs"
+    if not (assets / "showcase-sst2" / "manifest.json").is_file():
+        pytest.skip("the shipped showcase run is absent")
+    proc, url = start_streamlit(APP, ROOT, assets, tmp_path_factory.mktemp("log") / "streamlit.log")
+    try:
+        yield url
+    finally:
+        stop_streamlit(proc)
+
+
+def test_the_shipped_showcase_shows_findings_and_what_pruning_buys(shipped_server, tmp_path):
+    """On the shipped runs the app opens on the showcase: the Overview's findings, and the score
+    against measured speedup drawn from its inference table."""
+    with chromium_page() as page:
+        page.goto(shipped_server)
+        settle(page, charts=True)
+        body = page.locator('[data-testid="stMain"]').inner_text()
+        assert "keeps 98.5% of the teacher's accuracy" in body, body[:2000]
+        page.goto(f"{shipped_server}/inference")
+        settle(page, charts=True)
+        assert page.locator("h1").first.inner_text() == "What pruning buys"
+        assert not page.locator('[data-testid="stException"]').count()
+        assert not page.locator('[data-testid="stAlertContentError"]').count()
+        assert page.locator(".js-plotly-plot").count() == 1
+        page.screenshot(path=str(tmp_path / "inference.png"), full_page=True)

@@ -23,7 +23,7 @@ import plotly.graph_objects as go
 
 from kaviz.core.registry import STAGE_COLORS
 from kaviz.views.plots import MARKER_METHODS, _rgba, method_color
-from kaviz.views.ui_data import sparsity_curve_table
+from kaviz.views.ui_data import sparsity_curve_table, with_intervals
 
 XAxis = Literal["measured", "target"]
 RUN_DASHES = ("solid", "dash", "dot", "dashdot", "longdash", "longdashdot")
@@ -141,8 +141,8 @@ def value_over_sparsity(
     sparsity, mean, lo, hi, n_seeds, and measured_sparsity for ``x="measured"`` (the measured
     fraction of zero encoder weights); rows of the dense stages are left out of the lines (give
     them as ``levels``, e.g. :func:`stage_levels`).  With a ``run`` column, one line per (run,
-    method), dashed and marked by run.  ``band``: shade ``lo``..``hi`` where a point has several
-    seeds.  Raises ValueError on an unknown ``x`` or missing columns.
+    method), dashed and marked by run.  ``band``: shade ``lo``..``hi`` where they differ (a spread
+    over seeds, or a confidence interval).  Raises ValueError on an unknown ``x`` or missing columns.
     """
     if x not in ("measured", "target"):
         raise ValueError(f"x {x!r} is not 'measured' or 'target'")
@@ -165,7 +165,7 @@ def value_over_sparsity(
             color = method_color(method, methods)
             name = f"{method} · {run}" if by_run else method
             group = {"legendgroup": run, "legendgrouptitle": {"text": run}} if by_run else {"legendgroup": method}
-            if band and (d["n_seeds"] > 1).any():
+            if band and ((d["hi"] - d["lo"]).abs() > 1e-12).any():
                 fig.add_trace(seed_band(d[xcol], d["lo"], d["hi"], color, f"{name} spread", group["legendgroup"]))
             only = markers_only(method, len(d))
             size = 9 if by_run else (11 if only else 8)
@@ -219,13 +219,17 @@ def accuracy_vs_sparsity(
     show_pretrained: bool = False,
     spread: Literal["std", "range"] = "std",
     constant: float | None = None,
+    intervals: pd.DataFrame | None = None,
 ) -> go.Figure:
     """``metric`` of every method over encoder sparsity, from a tidy metrics table (Run.metrics()):
     one line per method, a band of mean ± std (or min-max) over seeds, the fine-tuned teacher and,
     with ``show_pretrained``, the pre-trained model as reference lines, and the best ``constant``
-    answer (:func:`kaviz.analysis.evidence.reference_levels`) when given.  Raises ValueError when
-    ``metric`` is not in the table."""
+    answer (:func:`kaviz.analysis.evidence.reference_levels`) when given; with ``intervals``
+    (:func:`kaviz.views.ui_data.with_intervals`) the band is their confidence interval instead.
+    Raises ValueError when ``metric`` is not in the table."""
     curve = sparsity_curve_table(metrics, metric, spread)
+    if intervals is not None:
+        curve = with_intervals(curve, intervals)
     levels = stage_levels(curve, pretrained=show_pretrained)
     if constant is not None:
         levels.append(Level(constant, CONSTANT, "constant"))

@@ -149,6 +149,18 @@ def sparsity_curve_table(
     return out[cols].reset_index(drop=True)
 
 
+def with_intervals(curve: pd.DataFrame, intervals: pd.DataFrame) -> pd.DataFrame:
+    """``curve`` (:func:`sparsity_curve_table`) with ``lo``/``hi`` replaced by confidence intervals:
+    ``intervals`` has stage, method, sparsity, low, high (e.g. :func:`kaviz.analysis.evidence.summary`
+    rows of one metric and budget). Points without an interval keep lo = hi = the mean."""
+    keys = ["stage", "method", "sparsity"]
+    iv = intervals[[*keys, "low", "high"]].drop_duplicates(keys)
+    out = curve.drop(columns=["lo", "hi"]).merge(iv, on=keys, how="left")
+    out["lo"] = out["low"].fillna(out["mean"])
+    out["hi"] = out["high"].fillna(out["mean"])
+    return out.drop(columns=["low", "high"])[list(curve.columns)]
+
+
 def headline_table(metrics: pd.DataFrame, metric: str = "score") -> pd.DataFrame:
     """Rows: pre-trained, fine-tuned teacher, then each method; columns: ``dense <metric>`` and,
     per target sparsity, ``<target> <metric>`` and ``<target> sparsity`` (measured).  Means over
