@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 
 from kaviz.cli import build_parser, demo_config, main
-from kaviz.core.registry import METHODS
+from kaviz.core.registry import DEFAULT_METHODS as METHODS
 
 
 def run_cli(*args: str) -> tuple[int, str]:
