@@ -20,8 +20,11 @@ from pages._common import (
     run_config,
     run_knowledge,
     run_metrics,
+    run_unit_table,
     run_units,
 )
+
+MAX_OVERLAY = 50  # runs drawn at once in the overlay
 
 st.title("Compare runs")
 leave_legacy_pages_mode()
@@ -29,8 +32,39 @@ runs = all_runs()
 if len(runs) < 2:
     st.info("Comparing needs at least two runs in the runs folders (see the sidebar); make another one on *New run*.")
     st.stop()
-rows = {r["path"]: r for r in runs.to_dict("records")}
-dupes = runs["run_id"].duplicated(keep=False).set_axis(runs["path"])
+c = st.columns(3)
+tasks = c[0].multiselect("Task", sorted(runs["task"].dropna().unique()), key="compare_tasks", placeholder="any")
+models = c[1].multiselect("Model", sorted(runs["model"].dropna().unique()), key="compare_models", placeholder="any")
+wanted = c[2].multiselect("Method", ui_data.run_methods(runs), key="compare_methods", placeholder="any")
+matching = ui_data.filter_runs(runs, tasks, models, wanted)
+if len(matching) < 2:
+    st.info(f"{len(matching)} run(s) match these filters; comparing needs two.")
+    st.stop()
+
+st.subheader(f"Many runs ({min(len(matching), MAX_OVERLAY)} of {len(matching)} matching)")
+shown = matching.head(MAX_OVERLAY)
+keys_all = {
+    r["run_id"] + f" ({Path(r['folder']).name})": (r["folder"], r["run_id"], r["updated"] or "")
+    for r in shown.to_dict("records")
+}
+points = compare.overlay_points(
+    {n: read(run_metrics, *k) for n, k in keys_all.items()},
+    {n: read(run_unit_table, *k, "inference") for n, k in keys_all.items()},
+)
+if wanted:
+    points = points[points["method"].isin(wanted)]
+if points.empty:
+    st.info("No pruned student with a score in the matching runs yet.")
+else:
+    xs = [x for x in plots_compare.OVERLAY_X if x != "speedup" or points["speedup"].notna().any()]
+    ox = st.radio("x axis", xs, horizontal=True, key="compare_overlay_x", format_func=plots_compare.OVERLAY_X.get)
+    figure(plots_compare.overlay(points, ox), points, f"compare_overlay_{ox}", "compare_overlay")
+    st.caption(
+        "Every matching run's students (means over seeds, main budget); marker = run, colour = method; grey: the Pareto front across runs."
+    )
+
+rows = {r["path"]: r for r in matching.to_dict("records")}
+dupes = matching["run_id"].duplicated(keep=False).set_axis(matching["path"])
 label = {p: r["run_id"] + (f" ({Path(r['folder']).name})" if dupes[p] else "") for p, r in rows.items()}
 paths = pick("Runs", list(rows), "compare_runs", many=True, default=list(rows)[:2], format_func=label.get)
 if len(paths) < 2:

@@ -164,14 +164,23 @@ def compare(runs_dir, monkeypatch) -> AppTest:
 def test_compare_mask_figures_wait_for_the_toggle(compare):
     """The checkpoint-reading mask figures are off until asked for (they cost most of the page's time)."""
     assert compare.toggle(key="compare_masks").value is False
-    assert len(figures(compare)) == 3  # accuracy, knowledge, difference
+    assert len(figures(compare)) == 4  # the many-runs overlay, accuracy, knowledge, difference
 
 
 def test_compare_shows_all_figures(compare, runs_dir):
     assert compare.title[0].value == "Compare runs"
     assert compare.multiselect(key="compare_runs").value == [str(runs_dir / n) for n in ("b", "a")]
     compare.toggle(key="compare_masks").set_value(True).run()
-    acc, knowledge, diff, overlap, heads = figures(compare)
+    many, acc, knowledge, diff, overlap, heads = figures(compare)
+    one = traces(many)["oneshot-magnitude"]  # every run's points, means over seeds, as on the curves
+    got = sorted((str(r), round(float(x), 6), round(float(y), 6)) for (r, _), x, y in zip(one.customdata, one.x, one.y))
+    curve = traces(acc)
+    want = sorted(
+        (f"{r} ({runs_dir.name})", s, round(float(v), 6))
+        for r in "ab"
+        for s, v in zip((0.5, 0.9), curve[f"oneshot-magnitude · {r}"].y)
+    )
+    assert [(r, v) for r, _, v in got] == [(r, v) for r, _, v in want]
     lines = traces(acc)
     assert set(lines) == {f"{m} · {r}" for m in METHODS for r in "ab"} | {
         "fine-tuned teacher · a",
@@ -194,6 +203,14 @@ def test_compare_shows_all_figures(compare, runs_dir):
     assert b_heads == pytest.approx(np.full((2, 4), 0.5))
 
 
+def test_compare_filters_pick_the_runs_and_methods(compare):
+    compare.multiselect(key="compare_methods").set_value(["knowledge-aware"]).run()
+    assert not compare.exception
+    many = figures(compare)[0]
+    assert {t.name for t in many.data} <= {"knowledge-aware", "Pareto front"}
+    assert len(traces(many)["knowledge-aware"].x) == 4  # 2 runs x 2 sparsities
+
+
 def test_compare_config_diff(compare):
     table = frame(compare, "key")
     assert list(table["key"]) == ["name", "training.max_steps", "pruning.learning_rate"]
@@ -208,7 +225,7 @@ def test_compare_controls(compare):
     compare.selectbox(key="compare_ksparsity").set_value(0.5)
     compare.run()
     assert not compare.exception
-    diff = figures(compare)[1]  # no knowledge against the pre-trained model: the figure is skipped
+    diff = figures(compare)[2]  # overlay, accuracy; no knowledge against the pre-trained model: skipped
     assert any("No linear_cka rows against the pretrained" in i.value for i in compare.info)
     assert np.asarray(diff.data[0].z, dtype=float) == pytest.approx(np.array([[0.15, 0.19], [0.0, -0.08]]))
     compare.selectbox(key="compare_b").set_value("a").run()

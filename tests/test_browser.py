@@ -146,14 +146,14 @@ def test_every_page_renders(server, tmp_path):
             assert not errors.count(), f"{name}: {errors.first.inner_text()}"
             seen[name] = (page.locator("h1").first.inner_text(), page.locator(".js-plotly-plot").count())
             if name == "compare_runs":  # the checkpoint-reading mask figures come with their toggle
-                assert seen[name][1] == 3, seen[name]  # accuracy, knowledge, difference
+                assert seen[name][1] == 4, seen[name]  # many-runs overlay, accuracy, knowledge, difference
                 page.get_by_text("Show mask overlap").click()
                 settle(page, charts=True)
                 assert not page.locator('[data-testid="stException"]').count(), "compare_runs: exception"
                 seen[name] = (seen[name][0], page.locator(".js-plotly-plot").count())
             page.screenshot(path=str(shots / f"{name}.png"), full_page=name == "compare_runs")
         assert seen["compare_runs"][0] == "Compare runs" and seen["new_run"][0] == "New run"
-        assert seen["compare_runs"][1] == 5  # accuracy, knowledge, difference, mask overlap, heads
+        assert seen["compare_runs"][1] == 6  # overlay, accuracy, knowledge, difference, mask overlap, heads
 
 
 @pytest.fixture(scope="module")

@@ -219,3 +219,54 @@ def test_unit_masks_from_checkpoints(tmp_path, tiny_bert):
     assert set(heads["unit"]) == {"a", "b"} and (heads[heads["unit"] == "a"]["nonzero"] == 1.0).all()
     with pytest.raises(ValueError, match="no checkpoint"):
         compare.unit_masks(run, "pretrained", run, "finetuned")
+
+
+def test_overlay_points_average_seeds_and_take_the_fastest_variant():
+    import numpy as np
+    import pandas as pd
+
+    from kaviz.analysis.compare import overlay_points
+
+    def rows(unit, method, s, seed, score, nz):
+        base = dict(run="r", stage="pruned", method=method, sparsity=s, seed=seed, budget=np.nan, unit=unit)
+        return [base | dict(metric="score", value=score), base | dict(metric="nonzero_encoder_params", value=nz)]
+
+    m = pd.DataFrame(rows("u1", "wanda", 0.5, 1, 0.8, 100) + rows("u2", "wanda", 0.5, 2, 0.7, 100))
+    inf = pd.DataFrame(
+        [dict(unit="u1", batch_size=32, variant=v, speedup=x) for v, x in (("dense", 1.0), ("sparse", 1.5))]
+        + [
+            dict(unit="u2", batch_size=32, variant="dense", speedup=0.9),
+            dict(unit="u2", batch_size=1, variant="dense", speedup=9.0),
+        ]
+    )
+    p = overlay_points({"A": m}, {"A": inf})
+    assert p.to_dict("records") == [
+        dict(
+            run="A",
+            method="wanda",
+            sparsity=0.5,
+            score=pytest.approx(0.75),
+            nonzero_params=100.0,
+            speedup=pytest.approx(1.2),
+        )
+    ]
+    assert overlay_points({"A": m}).speedup.isna().all()
+
+
+def test_filter_runs_and_pareto_directions():
+    import pandas as pd
+
+    from kaviz.views.plots_costs import pareto_front
+    from kaviz.views.ui_data import filter_runs, run_methods
+
+    runs = pd.DataFrame(
+        dict(run_id=["x", "y", "z"], task=["sst2", "mrpc", "sst2"], model=["m1", "m1", "m2"],
+             methods=["wanda, sparsegpt", "knowledge-aware", "knowledge-aware, wanda"])
+    )  # fmt: skip
+    assert list(filter_runs(runs, tasks=["sst2"]).run_id) == ["x", "z"]
+    assert list(filter_runs(runs, models=["m1"], methods=["knowledge-aware"]).run_id) == ["y"]
+    assert list(filter_runs(runs).run_id) == ["x", "y", "z"]
+    assert run_methods(runs) == ["wanda", "sparsegpt", "knowledge-aware"]
+    pts = pd.DataFrame(dict(sparsity=[0.5, 0.9, 0.9], nonzero_params=[50, 10, 10], score=[0.9, 0.8, 0.7]))
+    assert list(pareto_front(pts, "sparsity").score) == [0.9, 0.8]  # sparser is better
+    assert list(pareto_front(pts, "nonzero_params").score) == [0.8, 0.9]  # fewer weights is better

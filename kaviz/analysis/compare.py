@@ -87,6 +87,35 @@ def stack(tables: Mapping[str, pd.DataFrame]) -> pd.DataFrame:
     return out[["run", *[c for c in out.columns if c != "run"]]]
 
 
+def overlay_points(metrics: Mapping[str, pd.DataFrame], inference: Mapping[str, pd.DataFrame] | None = None) -> pd.DataFrame:
+    """One row per (run, method, target sparsity) of pruned students at each run's main budget
+    (``metrics`` already filtered), means over seeds: run, method, sparsity, score, nonzero_params
+    (non-zero encoder weights), and speedup (the fastest measured variant over the dense teacher at
+    the largest batch size of the run's ``inference`` table; NaN without one)."""
+    cols = ["run", "method", "sparsity", "score", "nonzero_params", "speedup"]
+    frames = []
+    for run, m in metrics.items():
+        p = m[(m["stage"] == "pruned") & m["metric"].isin(["score", "nonzero_encoder_params"])]
+        if p.empty:
+            continue
+        wide = p.pivot_table(index=["unit", "method", "sparsity"], columns="metric", values="value", aggfunc="first")
+        wide = wide.reset_index().rename(columns={"nonzero_encoder_params": "nonzero_params"})
+        for c in ("score", "nonzero_params"):
+            if c not in wide:
+                wide[c] = np.nan
+        inf = (inference or {}).get(run)
+        if inf is not None and len(inf) and "speedup" in inf.columns:
+            top = inf[inf["batch_size"] == inf["batch_size"].max()].groupby("unit")["speedup"].max()
+            wide = wide.join(top, on="unit")
+        else:
+            wide["speedup"] = np.nan
+        per = schema.over_seeds(wide, ["method", "sparsity"], "score", also=["nonzero_params", "speedup"])
+        frames.append(per.rename(columns={"mean": "score"}).assign(run=run))
+    if not frames:
+        return pd.DataFrame(columns=cols)
+    return pd.concat(frames, ignore_index=True)[cols]
+
+
 def score_difference(curve_a: pd.DataFrame, curve_b: pd.DataFrame, names: tuple[str, str] = ("a", "b")) -> pd.DataFrame:
     """Per (method, target sparsity) present in both curve tables: the two means and ``a - b``.
 

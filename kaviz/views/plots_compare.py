@@ -11,6 +11,7 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from kaviz.views.plots import layer_role_grid, method_color
+from kaviz.views.plots_costs import HIGHER_IS_BETTER, pareto_front
 from kaviz.views.plots_sparsity import CONSTANT, Level, XAxis, run_style, stage_levels, value_over_sparsity
 
 
@@ -173,4 +174,66 @@ def surviving_heads_heatmap(heads: pd.DataFrame, labels: dict[str, str] | None =
         )
         fig.update_yaxes(autorange="reversed", row=1, col=k + 1)
     fig.update_layout(height=max(250, 36 * n_layers + 120), margin={"t": 60})
+    return fig
+
+
+# ----- many runs at once --------------------------------------------------------------------------
+
+OVERLAY_X = {
+    "sparsity": "target encoder sparsity",
+    "nonzero_params": "non-zero encoder weights (log scale)",
+    "speedup": "measured speedup over the run's dense teacher (log scale)",
+}
+
+
+def overlay(points: pd.DataFrame, x: str = "sparsity") -> go.Figure:
+    """Score of every (run, method, sparsity) of ``points`` (:func:`kaviz.analysis.compare.overlay_points`)
+    against ``x``: colour by method, marker by run (runs beyond the symbol list reuse them), and the
+    Pareto front across all runs (:func:`kaviz.views.plots_costs.pareto_front`) as a grey step line."""
+    if x not in OVERLAY_X:
+        raise ValueError(f"x {x!r} is not one of {', '.join(OVERLAY_X)}")
+    _check(points, ["run", "method", "sparsity", "score", x], "overlay points")
+    runs = list(dict.fromkeys(points["run"]))
+    methods = list(dict.fromkeys(points["method"]))
+    fig = go.Figure()
+    for method in methods:
+        d = points[(points["method"] == method) & points[x].notna()]
+        if d.empty:
+            continue
+        fig.add_trace(
+            go.Scatter(
+                x=d[x].tolist(),
+                y=d["score"].tolist(),
+                mode="markers",
+                name=method,
+                marker={
+                    "color": method_color(method, methods),
+                    "size": 9,
+                    "symbol": [run_style(runs, r)[1] for r in d["run"]],
+                },
+                customdata=d[["run", "sparsity"]].to_numpy(),
+                hovertemplate=(
+                    f"<b>{method}</b> · %{{customdata[0]}}<br>target %{{customdata[1]:.0%}}"
+                    "<br>score %{y:.4f}<extra></extra>"
+                ),
+            )
+        )
+    front = pareto_front(points, x)
+    if len(front) > 1:
+        fig.add_trace(
+            go.Scatter(
+                x=front[x].tolist(),
+                y=front["score"].tolist(),
+                mode="lines",
+                name="Pareto front",
+                line={"color": "#999999", "width": 1, "shape": "hv" if x in HIGHER_IS_BETTER else "vh"},
+                hoverinfo="skip",
+            )
+        )
+    axis = {"title": OVERLAY_X[x]}
+    if x == "sparsity":
+        axis["tickformat"] = ".0%"
+    else:
+        axis["type"] = "log"
+    fig.update_layout(xaxis=axis, yaxis={"title": "score"}, legend={"title": "method"}, margin={"t": 30})
     return fig

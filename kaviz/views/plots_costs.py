@@ -42,11 +42,16 @@ def cost_table(metrics: pd.DataFrame, inference: pd.DataFrame, batch_size: int) 
     return out[TABLE_COLUMNS].reset_index(drop=True)
 
 
+#: Columns where a larger x is better on a score-vs-cost plot (others: smaller is better).
+HIGHER_IS_BETTER = ("speedup", "sparsity", "measured_sparsity")
+
+
 def pareto_front(table: pd.DataFrame, x: str) -> pd.DataFrame:
-    """The rows no other row beats on both counts: higher ``x`` is better for speedup, lower for
-    size; higher score is better. Sorted along ``x``."""
+    """The rows no other row beats on both counts: a higher score, and a higher ``x`` for
+    :data:`HIGHER_IS_BETTER` columns (speedup, sparsity) or a lower one (size, non-zero
+    parameters). Sorted along ``x``."""
     t = table.dropna(subset=[x, "score"])
-    better_x = (lambda a, b: a >= b) if x == "speedup" else (lambda a, b: a <= b)
+    better_x = (lambda a, b: a >= b) if x in HIGHER_IS_BETTER else (lambda a, b: a <= b)
     keep = []
     for i, r in t.iterrows():
         dominated = (

@@ -72,6 +72,28 @@ def list_runs(folders: Sequence[str]) -> pd.DataFrame:
     return df.drop(columns=["_bad", "_plain"]).reset_index(drop=True)
 
 
+def filter_runs(
+    runs: pd.DataFrame, tasks: Sequence[str] = (), models: Sequence[str] = (), methods: Sequence[str] = ()
+) -> pd.DataFrame:
+    """The rows of a run listing (:func:`list_runs`) whose task is one of ``tasks``, model one of
+    ``models`` and methods include any of ``methods`` (an empty filter keeps everything)."""
+    keep = pd.Series(True, index=runs.index)
+    if tasks:
+        keep &= runs["task"].isin(list(tasks))
+    if models:
+        keep &= runs["model"].isin(list(models))
+    if methods:
+        listed = runs["methods"].fillna("").astype(str).str.split(r",\s*")
+        keep &= listed.map(lambda ms: bool(set(ms) & set(methods)))
+    return runs[keep].reset_index(drop=True)
+
+
+def run_methods(runs: pd.DataFrame) -> list[str]:
+    """Every method named in a run listing, in first-appearance order."""
+    names = runs["methods"].dropna().astype(str).str.split(r",\s*").explode()
+    return [m for m in dict.fromkeys(names) if m]
+
+
 def run_label(row: pd.Series | dict) -> str:
     """``"demo-tiny · complete · 22/22 units · runs"``: how the run picker shows a run."""
     done, total = row.get("n_done"), row.get("n_units")
