@@ -75,6 +75,15 @@ def test_unit_status_table_keeps_the_first_error_line():
     assert "seconds" in t.columns and units.loc[0, "error"] == "Boom: x\ntrace"
 
 
+def test_the_default_folders_hold_the_shipped_runs():
+    """Without KAVIZ_RUNS the app looks in the repository's assets/runs (a fresh clone opens on the
+    shipped runs, not on "No runs found")."""
+    root = Path(__file__).resolve().parents[1]
+    assert ui_data.DEMO_RUNS == root / "assets" / "runs"
+    listed = ui_data.list_runs(ui_data.runs_folders(None, root))
+    assert "showcase-sst2" in set(listed["run_id"])
+
+
 def test_runs_folders(tmp_path):
     assert ui_data.runs_folders(None, tmp_path) == [str(ui_data.DEMO_RUNS), str(tmp_path / "runs")]
     env = f" {tmp_path / 'a'} ,b,,{tmp_path / 'a'}"

@@ -23,7 +23,7 @@ from kaviz.store import LIST_COLUMNS, RunStore
 TASK_METRICS = ("score", "accuracy", "f1", "matthews", "pearson", "spearman")
 #: Stage rows of the headline table, with the labels shown for them.
 ENV_RUNS = "KAVIZ_RUNS"
-DEMO_RUNS = Path(__file__).resolve().parent.parent / "assets" / "runs"
+DEMO_RUNS = Path(__file__).resolve().parents[2] / "assets" / "runs"  # the repository root
 USER_RUNS = "runs"
 
 
