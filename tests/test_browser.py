@@ -137,6 +137,7 @@ def test_every_page_renders(server, tmp_path):
         hrefs = [links.nth(i).get_attribute("href") for i in range(links.count())]
         names = [h.rstrip("/").rsplit("/", 1)[-1] if h.rstrip("/") != server else "overview" for h in hrefs]
         assert {"overview", "compare_runs", "new_run"} <= set(names), hrefs
+        assert not page.locator('[data-testid="stAppDeployButton"]').count()  # .streamlit/config.toml: viewer toolbar
         seen = {}
         for name, href in zip(names, hrefs):
             page.goto(href)

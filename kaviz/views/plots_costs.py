@@ -102,7 +102,7 @@ def score_vs_cost(table: pd.DataFrame, x: XAxis = "speedup") -> go.Figure:
             )
         )
         fig.add_vline(x=1.0, line={"dash": "dot", "color": "#999999", "width": 1})
-    front = pareto_front(table, x)
+    front = pareto_front(table[table["stage"].isin(["pruned", "finetuned"])], x)  # the candidates
     if len(front) > 1:
         fig.add_trace(
             go.Scatter(
