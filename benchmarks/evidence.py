@@ -276,6 +276,8 @@ def ship(runs_dir: Path) -> None:
             assets.delete_run(name)
         copy = src.open_run(name).copy_to(assets.root)
         copy.set_featured(name == FEATURED)
+        if copy.status == "running":  # a snapshot of a run that goes on elsewhere: nothing runs it here
+            copy.set_status("interrupted")
         print(f"shipped {name} -> {copy.path}" + (" (featured)" if name == FEATURED else ""))
 
 

@@ -264,7 +264,7 @@ def test_showcase_maps_and_plane():
     t = pm.loss_map_table(k, "oneshot-magnitude")
     assert t.loc[3, 0.9] == pytest.approx(cka3) and t.index[0] == 0
     heads = k[(k["method"] == "knowledge-aware") & (k["metric"] == "js") & (k["reference"] == "pretrained")]
-    heads = schema.head_rows(heads).query("layer == 2 and not pruned")
+    heads = schema.head_rows(heads).query("layer == 2 and not pruned and sparsity == 0.9")
     assert pm.attention_loss_map_table(k, "knowledge-aware", reference="pretrained").loc[2, 0.9] == pytest.approx(
         heads["value"].mean()
     )
