@@ -11,7 +11,7 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from kaviz.views.plots import layer_role_grid, method_color
-from kaviz.views.plots_costs import HIGHER_IS_BETTER, pareto_front
+from kaviz.views.plots_costs import add_front
 from kaviz.views.plots_sparsity import CONSTANT, Level, XAxis, run_style, stage_levels, value_over_sparsity
 
 
@@ -218,18 +218,7 @@ def overlay(points: pd.DataFrame, x: str = "sparsity") -> go.Figure:
                 ),
             )
         )
-    front = pareto_front(points, x)
-    if len(front) > 1:
-        fig.add_trace(
-            go.Scatter(
-                x=front[x].tolist(),
-                y=front["score"].tolist(),
-                mode="lines",
-                name="Pareto front",
-                line={"color": "#999999", "width": 1, "shape": "hv" if x in HIGHER_IS_BETTER else "vh"},
-                hoverinfo="skip",
-            )
-        )
+    add_front(fig, points, x)
     axis = {"title": OVERLAY_X[x]}
     if x == "sparsity":
         axis["tickformat"] = ".0%"

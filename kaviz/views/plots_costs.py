@@ -62,6 +62,22 @@ def pareto_front(table: pd.DataFrame, x: str) -> pd.DataFrame:
     return t.loc[keep].sort_values(x)
 
 
+def add_front(fig: go.Figure, table: pd.DataFrame, x: str) -> None:
+    """Draw :func:`pareto_front` of ``table`` along ``x`` as a grey step line (when it has 2+ points)."""
+    front = pareto_front(table, x)
+    if len(front) > 1:
+        fig.add_trace(
+            go.Scatter(
+                x=front[x].tolist(),
+                y=front["score"].tolist(),
+                mode="lines",
+                name="Pareto front",
+                line={"color": "#999999", "width": 1, "shape": "hv" if x in HIGHER_IS_BETTER else "vh"},
+                hoverinfo="skip",
+            )
+        )
+
+
 def score_vs_cost(table: pd.DataFrame, x: XAxis = "speedup") -> go.Figure:
     """Score against speedup (or size) for every (unit, variant) of ``table`` (:func:`cost_table`):
     colour by method, marker by variant; the teacher as a dashed cross at x = 1; the Pareto front."""
@@ -102,18 +118,7 @@ def score_vs_cost(table: pd.DataFrame, x: XAxis = "speedup") -> go.Figure:
             )
         )
         fig.add_vline(x=1.0, line={"dash": "dot", "color": "#999999", "width": 1})
-    front = pareto_front(table[table["stage"].isin(["pruned", "finetuned"])], x)  # the candidates
-    if len(front) > 1:
-        fig.add_trace(
-            go.Scatter(
-                x=front[x].tolist(),
-                y=front["score"].tolist(),
-                mode="lines",
-                name="Pareto front",
-                line={"color": "#999999", "width": 1, "shape": "hv" if x == "speedup" else "vh"},
-                hoverinfo="skip",
-            )
-        )
+    add_front(fig, table[table["stage"].isin(["pruned", "finetuned"])], x)  # the candidates
     fig.update_layout(
         xaxis={"title": X_TITLES[x], "type": "log"},
         yaxis={"title": "score"},
