@@ -420,3 +420,25 @@ def test_bad_inputs_of_the_recent_methods_fail_before_any_training(tmp_path):
     with pytest.raises(ConfigError, match="calibration_examples: wanda would calibrate on 500 examples.*has 160"):
         Pipeline(tiny_config(methods=["wanda"], pruning={"calibration_examples": 500}), store, progress=False).run()
     assert not any(tmp_path.iterdir())
+
+
+def test_a_teacher_no_better_than_the_constant_answer_is_flagged_in_the_log(tmp_path, monkeypatch):
+    """A teacher that always answers class 0 (zero classifier weights, biased) scores the constant
+    answer at best: the log says so, naming the class and both numbers."""
+    import torch
+
+    import kaviz.stages.pipeline as pipeline
+    from kaviz.stages.recipe import Outcome
+
+    def constant_teacher(ctx, seed):
+        model = ctx.pretrained()
+        with torch.no_grad():
+            model.classifier.weight.zero_()
+            model.classifier.bias.copy_(torch.tensor([5.0, 0.0]))
+        return Outcome(model, None, {})
+
+    monkeypatch.setattr(pipeline, "finetune", constant_teacher)
+    cfg = tiny_config(methods=["oneshot-magnitude"], sparsities=[0.5], analysis={"enabled": False})
+    run = Pipeline(cfg, RunStore(tmp_path), progress=False).run()
+    log = run.log_path.read_text()
+    assert "WARNING: the fine-tuned teacher scores" in log and "no better than always answering class" in log

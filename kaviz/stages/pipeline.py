@@ -91,6 +91,10 @@ def parse_imports(entries: list[str]) -> list[tuple[str, str, float]]:
     return [parse_import(e) for e in entries]
 
 
+#: A teacher within this of the best constant answer (score units) has learnt nothing.
+TEACHER_MARGIN = 0.01
+
+
 class Pipeline:
     """``Pipeline(cfg, store).run()`` executes every unit not yet done and returns the run."""
 
@@ -263,6 +267,27 @@ class Pipeline:
             f"done {name} in {time.perf_counter() - t0:.1f}s: {main}={metrics[main]:.4f}, "
             f"encoder sparsity={metrics['encoder_sparsity']:.4f}",
         )
+        if u["stage"] == "finetuned" and not ctx.spec.is_regression:
+            self._check_teacher(ctx, run, metrics["score"], labels)
+
+    def _check_teacher(self, ctx: Context, run: Run, score: float, labels: np.ndarray) -> None:
+        """Say loudly when the teacher does not beat the best constant answer on dev (within one
+        point): every student comparison would then measure nothing."""
+        n = ctx.spec.num_labels
+        best, cls = -np.inf, None
+        for c in range(n):
+            logits = np.full((len(labels), n), -1.0)
+            logits[:, c] = 1.0
+            value = ctx.scores(logits, labels)["score"]
+            if value > best:
+                best, cls = value, c
+        if score <= best + TEACHER_MARGIN:
+            self._log(
+                run,
+                f"WARNING: the fine-tuned teacher scores {score:.4f}, no better than always answering class {cls} "
+                f"({best:.4f}): it has learnt nothing yet, so the students cannot be compared with it. "
+                "Train it longer or with a higher learning rate (training.epochs, training.learning_rate).",
+            )
 
     def _execute(self, ctx: Context, u: dict) -> Outcome:
         stage, method, sparsity, seed = u["stage"], u["method"], u["sparsity"], u["seed"]
