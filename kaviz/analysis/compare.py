@@ -87,7 +87,9 @@ def stack(tables: Mapping[str, pd.DataFrame]) -> pd.DataFrame:
     return out[["run", *[c for c in out.columns if c != "run"]]]
 
 
-def overlay_points(metrics: Mapping[str, pd.DataFrame], inference: Mapping[str, pd.DataFrame] | None = None) -> pd.DataFrame:
+def overlay_points(
+    metrics: Mapping[str, pd.DataFrame], inference: Mapping[str, pd.DataFrame] | None = None
+) -> pd.DataFrame:
     """One row per (run, method, target sparsity) of pruned students at each run's main budget
     (``metrics`` already filtered), means over seeds: run, method, sparsity, score, nonzero_params
     (non-zero encoder weights), and speedup (the fastest measured variant over the dense teacher at
