@@ -93,12 +93,12 @@ def make_metrics() -> pd.DataFrame:
 
 @pytest.fixture(scope="module")
 def k() -> pd.DataFrame:
-    return make_knowledge()
+    return schema.at_budget(make_knowledge(), 2.0)  # one budget, as the pages pass them
 
 
 @pytest.fixture(scope="module")
 def metrics() -> pd.DataFrame:
-    return make_metrics()
+    return schema.at_budget(make_metrics(), 2.0)
 
 
 # ----- loss maps ----------------------------------------------------------------------------------
@@ -119,20 +119,20 @@ def test_loss_map_table_on_teacher_layers_and_one_budget(k):
     sd = pm.loss_map_table(k, "small-dense")  # student layer 1 was distilled from teacher layer 3
     assert list(sd.index) == [0, 1, 2, 3] and sd[0.5].isna().tolist() == [False, True, True, False]
     assert sd.loc[3, 0.5] == pytest.approx(1 - 0.5 * 3 / 4)
-    gm = pm.loss_map_table(k, "gradual-magnitude")  # main budget 2 inferred: the budget-4 student is left out
+    gm = pm.loss_map_table(make_knowledge(), "gradual-magnitude", main_budget=2.0)  # the budget-4 student left out
     assert list(gm.columns) == [0.5, 0.7, 0.9] and gm.loc[2, 0.9] == pytest.approx(1 - 0.9 * 2 / 4)
-    b4 = pm.loss_map_table(k, "gradual-magnitude", main_budget=4.0)
+    assert gm.equals(pm.loss_map_table(k, "gradual-magnitude"))  # a table already at one budget: as given
+    b4 = pm.loss_map_table(make_knowledge(), "gradual-magnitude", main_budget=4.0)
     assert list(b4.columns) == [0.9] and b4.loc[2, 0.9] == pytest.approx(1 - 0.9 * 2 / 4 + 0.1)
     with pytest.raises(ValueError, match="no whole-layer 'linear_cka'.*'wanda'"):
         pm.loss_map_table(k, "wanda")
 
 
-def test_main_budget_inference():
-    assert pm.infer_main_budget(make_metrics()) == 2.0
-    m = make_metrics().assign(budget=lambda d: d["budget"].where(d["budget"] != 2.0))  # main budget in steps
-    assert pm.infer_main_budget(m) is None
-    assert set(pm.at_main_budget(m)["unit"]) == {unit_id(*u) for u in UNITS if u[4] != 4.0}
-    assert pm.at_main_budget(m.drop(columns="budget")).shape == (len(m), 8)
+def test_one_budget_is_the_schema_filter():
+    m = make_metrics()
+    assert set(schema.at_budget(m, 2.0)["unit"]) == {unit_id(*u) for u in UNITS if u[4] != 4.0}
+    assert set(schema.at_budget(m, 4.0)["unit"]) == {unit_id(*u) for u in UNITS if u[4] != 2.0}
+    assert schema.at_budget(m.drop(columns="budget"), 2.0).shape == (len(m), 8)
 
 
 def test_loss_map_panels_share_a_fixed_colour_scale(k):
@@ -210,7 +210,7 @@ def test_plane_table_by_formula(metrics, k):
         assert r["x"] == pytest.approx((0.8 - r["sparsity"] / 4 + off) / 0.8)
         assert r["y"] == pytest.approx((0.6 + r["sparsity"] / 10 + off) / 0.9)
     assert anchors.loc["oneshot-magnitude 90%", "n_seeds"] == 2
-    b4 = pm.plane_table(metrics, k, "general_sts_spearman", main_budget=4.0).set_index("label")
+    b4 = pm.plane_table(make_metrics(), make_knowledge(), "general_sts_spearman", main_budget=4.0).set_index("label")
     assert b4.loc["gradual-magnitude 90%", "x"] == pytest.approx((0.8 - 0.9 / 4 + 0.1) / 0.8)
     assert "gradual-magnitude 50%" not in b4.index and "oneshot-magnitude 50%" in b4.index
 

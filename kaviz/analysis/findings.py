@@ -336,14 +336,6 @@ RULES: tuple[Callable[[Tables], Finding | None], ...] = (
 # ----- entry points ------------------------------------------------------------------------------------
 
 
-def at_budget(df: pd.DataFrame, main_budget: float | None) -> pd.DataFrame:
-    """Rows whose ``budget`` is ``main_budget`` or NaN (all rows of a table without budgets)."""
-    if df.empty or "budget" not in df.columns:
-        return df
-    b = pd.to_numeric(df["budget"], errors="coerce")
-    return df[b.isna() if main_budget is None else (b.isna() | ((b - main_budget).abs() < 1e-9))]
-
-
 def _frame(df: pd.DataFrame | None, columns: list[str]) -> pd.DataFrame:
     return df if df is not None and len(df) and set(columns) <= set(df.columns) else pd.DataFrame(columns=columns)
 
@@ -352,10 +344,12 @@ def tables(metrics: pd.DataFrame, *frames: pd.DataFrame | None, main_budget: flo
     """The :class:`Tables` the rules read; ``frames``: knowledge, predictions, inference (any may be
     left out or None), all as for :func:`findings`."""
     knowledge, predictions, inference = (*frames, None, None, None)[:3]
-    m = at_budget(_frame(metrics, schema.METRIC_COLUMNS), main_budget).dropna(subset=["value"])
+    m = schema.at_budget(_frame(metrics, schema.METRIC_COLUMNS), main_budget).dropna(subset=["value"])
     scores = schema.over_seeds(m[m["metric"] == "score"], ["stage", "method", "sparsity"])
     teacher = scores.loc[scores["stage"] == TEACHER, "mean"]
-    k = at_budget(_frame(knowledge, schema.UNIT_KEYS + schema.KNOWLEDGE_COLUMNS), main_budget).dropna(subset=["value"])
+    k = schema.at_budget(_frame(knowledge, schema.UNIT_KEYS + schema.KNOWLEDGE_COLUMNS), main_budget).dropna(
+        subset=["value"]
+    )
     p = _frame(predictions, ["unit", "example", "label"])
     pruned = scores[scores["stage"] == "pruned"].reset_index(drop=True)
     metric = score_metric(m) if len(scores) else None

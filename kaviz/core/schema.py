@@ -75,6 +75,22 @@ def whole_or_heads(k: pd.DataFrame, per_head: bool) -> pd.DataFrame:
     return k[k["head"] >= 0] if per_head else k[k["head"] == WHOLE_LAYER]
 
 
+# ----- budgets ---------------------------------------------------------------------------------------
+
+
+def at_budget(df: pd.DataFrame, main_budget: float | None) -> pd.DataFrame:
+    """Rows of units at ``main_budget`` (student epochs) and of units without a budget (dense stages,
+    one-shot methods, imports): one model per (method, sparsity, seed), as every by-sparsity table
+    and figure needs (budget-curve units are left to the budget views). ``main_budget=None`` (a run
+    budgeted in steps) keeps the rows without a budget. A table without ``budget`` is returned as is.
+    The one place this filter is written (``kaviz.views.ui_data.at_main_budget`` reads the config)."""
+    if df.empty or "budget" not in df.columns:
+        return df
+    b = pd.to_numeric(df["budget"], errors="coerce")
+    keep = b.isna() if main_budget is None else (b.isna() | ((b - main_budget).abs() < 1e-9))
+    return df[keep].reset_index(drop=True)
+
+
 # ----- averaging over seeds ----------------------------------------------------------------------------
 
 

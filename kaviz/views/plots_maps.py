@@ -5,13 +5,9 @@ arguments never modified.  Each figure has a ``*_table`` function that returns t
 ``knowledge`` is ``kaviz.analysis.analyzer.knowledge_table(run)``, ``metrics`` is ``Run.metrics()``.
 
 Budgets: a run with budget curves holds students of one (method, sparsity) trained for several
-budgets; averaging them as if they were seeds would mix different models.  Every function here
-therefore keeps one budget (:func:`at_main_budget`): the rows without a budget (dense stages,
-one-shot methods, imports) plus the students at ``main_budget``; with ``main_budget=None`` the
-main budget is the most common budget of the trained students (NaN counted as a budget, so a run
-whose main budget is set in steps keeps its budget-less students; ties go to the budget met first,
-which is the main grid's in a planned run).  A page that knows the run's config can pass
-``kaviz.core.config.main_budget(config)`` when it is a number.
+budgets; averaging them as if they were seeds would mix different models.  Pass tables at one
+budget (the pages' readers already are: :func:`kaviz.views.ui_data.at_main_budget`), or give
+``main_budget`` and the functions keep that budget (:func:`kaviz.core.schema.at_budget`).
 """
 
 from __future__ import annotations
@@ -47,40 +43,14 @@ Y_TITLE = "general knowledge kept (probe / pre-trained)"
 PLANE_COLUMNS = ["stage", "method", "sparsity", "label", "score", "general", "x", "y", "n_seeds"]
 
 
-# ----- budgets ------------------------------------------------------------------------------------
-
-
 def _students(table: pd.DataFrame) -> pd.Series:
     """True for rows of students (not the pre-trained or fine-tuned model)."""
     return ~table["stage"].isin(list(STAGE_NAMES))
 
 
-def infer_main_budget(table: pd.DataFrame) -> float | None:
-    """The most common budget of the students of methods that have a budget (NaN counted as one;
-    ties to the budget met first), or None when it is NaN or no student has a budget."""
-    if "budget" not in table.columns:
-        return None
-    b = pd.to_numeric(table["budget"], errors="coerce")
-    students = table[_students(table)].assign(_b=b)
-    trained = students[students["method"].isin(students.loc[students["_b"].notna(), "method"])]
-    if "unit" in trained.columns:
-        trained = trained.drop_duplicates("unit")
-    if trained.empty:
-        return None
-    counts = trained["_b"].value_counts(dropna=False, sort=False)  # first-appearance order
-    best = counts.index[int(np.argmax(counts.to_numpy()))]
-    return None if pd.isna(best) else float(best)
-
-
-def at_main_budget(table: pd.DataFrame, main_budget: float | None = None) -> pd.DataFrame:
-    """Rows without a budget plus the rows at ``main_budget`` (None: :func:`infer_main_budget`).
-    A table without a ``budget`` column is returned as it is."""
-    if "budget" not in table.columns or table.empty:
-        return table
-    main = infer_main_budget(table) if main_budget is None else float(main_budget)
-    b = pd.to_numeric(table["budget"], errors="coerce")
-    keep = b.isna() if main is None else (b.isna() | ((b - main).abs() < 1e-9))
-    return table[keep]
+def _one_budget(table: pd.DataFrame, main_budget: float | None) -> pd.DataFrame:
+    """``table`` as given (None: already at one budget) or at ``main_budget``."""
+    return table if main_budget is None else schema.at_budget(table, main_budget)
 
 
 # ----- loss maps ----------------------------------------------------------------------------------
@@ -128,7 +98,7 @@ def loss_map_table(
     ``"pretrained"``), averaged over seeds: layers 0..L (rows, 0 = embeddings, the reference
     model's layers) x target sparsity (columns, ascending).  Whole-layer rows of students only;
     a layer a student does not have is NaN.  Raises ValueError when there is none."""
-    k = at_main_budget(knowledge, main_budget)
+    k = _one_budget(knowledge, main_budget)
     rows = schema.layer_rows(select_rows(k, metric, reference))
     rows = _on_ref_layers(_of_method(rows, method, knowledge, f"whole-layer {metric!r} vs {reference!r}"))
     return _grid(rows, range(0, _last_layer(k, metric, reference, per_head=False) + 1))
@@ -147,7 +117,7 @@ def attention_loss_map_table(
     seeds: layers 1..L (rows, the reference's layers; embeddings have no attention) x target
     sparsity (columns, ascending).  A layer whose heads are all pruned is NaN.  Raises ValueError
     when there is no row."""
-    k = at_main_budget(knowledge, main_budget)
+    k = _one_budget(knowledge, main_budget)
     rows = schema.head_rows(select_rows(k, metric, reference, per_head=True))
     rows = _of_method(rows, method, knowledge, f"per-head {metric!r} vs {reference!r}")
     live = _on_ref_layers(rows[~rows["pruned"].astype(bool)])
@@ -284,7 +254,7 @@ def plane_table(
     model's own whole-model row) / the pre-trained model's.  Rows: the pre-trained anchor
     (y = 1), the fine-tuned anchor (x = 1), then one row per (method, target sparsity) with score
     and probe averaged over seeds (students without both are left out), methods in run order,
-    sparsity ascending.  Students of one budget only (:func:`at_main_budget`).  Raises
+    sparsity ascending.  Students of one budget (see the module docstring).  Raises
     ValueError when the probe or the task metric is absent, or a dense stage lacks them.
     """
     present = schema.general_metrics(knowledge)
@@ -295,7 +265,7 @@ def plane_table(
         raise ValueError(f"general probe {general_metric!r} is not in this run; present: {', '.join(present)}")
     if metric not in set(metrics["metric"]):
         raise ValueError(f"task metric {metric!r} is not in the metrics table")
-    scores = at_main_budget(metrics[metrics["metric"] == metric], main_budget)
+    scores = _one_budget(metrics[metrics["metric"] == metric], main_budget)
     per_unit = scores.groupby("unit", sort=False).agg(
         stage=("stage", "first"), method=("method", "first"), sparsity=("sparsity", "first"), score=("value", "mean")
     )

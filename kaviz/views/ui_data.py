@@ -107,15 +107,8 @@ def run_label(row: pd.Series | dict) -> str:
 
 
 def at_main_budget(df: pd.DataFrame, config: dict) -> pd.DataFrame:
-    """Rows of units at the run's main student budget, and of units without one (stages, one-shot,
-    imports): what every by-sparsity view shows. Units of budget curves (``extra_units`` budgets)
-    are left to the budget views. A table without a ``budget`` column is returned as it is."""
-    if "budget" not in df.columns or df.empty:
-        return df
-    b = pd.to_numeric(df["budget"], errors="coerce")
-    main = main_budget(config)
-    keep = b.isna() if main is None else (b.isna() | ((b - main).abs() < 1e-9))
-    return df[keep].reset_index(drop=True)
+    """:func:`kaviz.core.schema.at_budget` at the run's main student budget (read off its config)."""
+    return schema.at_budget(df, main_budget(config))
 
 
 def task_metrics(metrics: pd.DataFrame) -> list[str]:
