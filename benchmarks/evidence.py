@@ -274,7 +274,7 @@ def ship(runs_dir: Path) -> None:
             continue
         if assets.has_run(name):
             assets.delete_run(name)
-        copy = src.open_run(name).copy_to(assets.root)
+        copy = src.open_run(name).copy_to(assets.root, texts=False)  # GLUE's sentences are not ours to ship
         copy.set_featured(name == FEATURED)
         if copy.status == "running":  # a snapshot of a run that goes on elsewhere: nothing runs it here
             copy.set_status("interrupted")

@@ -178,8 +178,12 @@ def cmd_feature(a: argparse.Namespace) -> int:
 
 def cmd_copy(a: argparse.Namespace) -> int:
     run = _open_run(a.run)
-    dest = run.copy_to(a.dest, include_checkpoints=a.checkpoints)
-    print(f"copied {run.run_id} to {dest.path}" + ("" if a.checkpoints else " (tables only, no checkpoints)"))
+    dest = run.copy_to(a.dest, include_checkpoints=a.checkpoints, texts=not a.no_texts)
+    print(
+        f"copied {run.run_id} to {dest.path}"
+        + ("" if a.checkpoints else " (tables only, no checkpoints)")
+        + (" without the dataset's sentences" if a.no_texts else "")
+    )
     return 0
 
 
@@ -307,6 +311,12 @@ def build_parser() -> argparse.ArgumentParser:
     cp.add_argument("run", help="run folder, e.g. runs/demo")
     cp.add_argument("dest", help="destination runs folder")
     cp.add_argument("--checkpoints", action="store_true", help="also copy the safetensors checkpoints")
+    cp.add_argument(
+        "--no-texts",
+        action="store_true",
+        help="leave the dataset's sentences out of the copy (the attribution examples' text), for data you "
+        "may not redistribute, e.g. GLUE",
+    )
     cp.set_defaults(fn=cmd_copy)
 
     ft = sub.add_parser(

@@ -49,7 +49,8 @@ st.caption(
 st.subheader("Per example")
 units = units_with(att, read(run_units, *key))
 unit = pick("Unit", units, "attribution_unit", index=len(units) - 1)
-rows = att[att["unit"] == unit][["example", "text", "target", "spearman", "topk_overlap", "k"]]
+shown = [c for c in ("example", "text", "target", "spearman", "topk_overlap", "k") if c in att.columns]
+rows = att[att["unit"] == unit][shown]
 fmt = {c: st.column_config.NumberColumn(format="%.3f") for c in ("spearman", "topk_overlap")}
 st.dataframe(rows, hide_index=True, column_config=fmt)
 downloads(rows, f"{unit}_attribution", "attribution_examples")
@@ -57,7 +58,7 @@ downloads(rows, f"{unit}_attribution", "attribution_examples")
 st.subheader("Token attributions")
 teacher = next(iter(k.loc[k["stage"] == "finetuned", "unit"]), "finetuned")
 c = st.columns([4, 1], vertical_alignment="bottom")
-choice = pick("Sentence", [*dict.fromkeys(rows["text"]), TYPED], "attribution_example", container=c[0])
+choice = pick("Sentence", [*dict.fromkeys(rows.get("text", [])), TYPED], "attribution_example", container=c[0])
 text = choice if choice != TYPED else c[0].text_input("Sentence", "the film was great", key="attribution_text")
 normalize = c[1].toggle(
     "share of |a|", value=True, key="attribution_normalize", help="divide by each model's sum of |a|"

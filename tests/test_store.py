@@ -396,6 +396,20 @@ def test_copy_without_checkpoints_keeps_every_table(run, tmp_path):
     assert (full.checkpoint_dir("finetuned") / "model.safetensors").read_bytes() == b"w" * 1000
 
 
+def test_copy_without_texts_drops_every_sentence_and_keeps_the_rest(run, tmp_path):
+    att = pd.DataFrame({"example": [0, 1], "text": ["a secret sentence", "another one"], "spearman": [0.5, 0.7]})
+    _done(run, "pretrained")
+    _done(run, "finetuned", tables={"attribution": att})
+    run.write_table("attribution", att.assign(unit="finetuned"))
+
+    copy = run.copy_to(tmp_path / "shared", texts=False)
+    pd.testing.assert_frame_equal(copy.unit_table("attribution"), run.unit_table("attribution").drop(columns="text"))
+    pd.testing.assert_frame_equal(copy.read_table("attribution"), run.read_table("attribution").drop(columns="text"))
+    assert copy.manifest["copied_from"]["texts"] is False
+    assert not any(b"secret" in p.read_bytes() for p in copy.path.rglob("*") if p.is_file())
+    assert "text" in run.unit_table("attribution").columns  # the source is untouched
+
+
 # ----- import weight ------------------------------------------------------------------------------
 
 

@@ -237,8 +237,12 @@ class Run:
         """Append ``<UTC time> message`` to log.txt (continuation lines indented)."""
         atomic.append_line(self.log_path, f"{mf.now()} " + str(message).rstrip("\n").replace("\n", "\n    "))
 
-    def copy_to(self, dest_root: str | Path, *, include_checkpoints: bool = False) -> Run:
-        """Copy this run to another store (e.g. a light demo run without checkpoints)."""
+    def copy_to(self, dest_root: str | Path, *, include_checkpoints: bool = False, texts: bool = True) -> Run:
+        """Copy this run to another store (e.g. a light demo run without checkpoints).
+
+        ``texts=False`` drops the dataset's sentences from the copy (the ``text`` column of every
+        table that has one, e.g. the attribution examples): for runs on data you may not
+        redistribute, such as GLUE.  Examples stay identified by their index."""
         from kaviz.store.runs import RunStore
 
         dest = RunStore(dest_root)
@@ -262,7 +266,14 @@ class Run:
             with atomic.locked(self.path / LOCK):  # a consistent manifest while we copy
                 m = self.manifest
                 shutil.copytree(self.path, tmp / self.run_id, ignore=ignore)
-            m["copied_from"] = {"run_id": self.run_id, "at": mf.now(), "include_checkpoints": include_checkpoints}
+            if not texts:
+                _drop_texts(tmp / self.run_id)
+            m["copied_from"] = {
+                "run_id": self.run_id,
+                "at": mf.now(),
+                "include_checkpoints": include_checkpoints,
+                "texts": texts,
+            }
             atomic.write_json(tmp / self.run_id / MANIFEST, m)
             try:
                 os.rename(tmp / self.run_id, target)
@@ -271,3 +282,11 @@ class Run:
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
         return dest.open_run(self.run_id)
+
+
+def _drop_texts(folder: Path) -> None:
+    """Remove the ``text`` column from every parquet table under ``folder`` (rewritten in place)."""
+    for table in sorted(folder.rglob("*.parquet")):
+        df = pd.read_parquet(table)
+        if "text" in df.columns:
+            df.drop(columns="text").to_parquet(table, index=False)
