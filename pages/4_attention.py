@@ -9,6 +9,7 @@ from kaviz.views import plots_knowledge as pk
 from pages._common import (
     attention_maps,
     figure,
+    last_with_weights,
     models_or_info,
     pick,
     read,
@@ -28,7 +29,7 @@ if heads.empty:
     st.stop()
 units = list(dict.fromkeys(heads["unit"]))
 c = st.columns([2, 1, 1])
-unit = pick("Unit", units, "attention_unit", container=c[0], index=len(units) - 1)
+unit = pick("Unit", units, "attention_unit", container=c[0], index=last_with_weights(key, units))
 mine = heads[heads["unit"] == unit]
 refs = sorted(set(mine["reference"]), key=lambda r: r != "finetuned")
 ref = pick("Against", refs, "attention_reference", container=c[1], format_func=pk.REFERENCE_NAMES.get)

@@ -9,6 +9,7 @@ from kaviz.views.ui_data import units_with
 from pages._common import (
     downloads,
     figure,
+    last_with_weights,
     models_or_info,
     pick,
     read,
@@ -48,7 +49,7 @@ st.caption(
 
 st.subheader("Per example")
 units = units_with(att, read(run_units, *key))
-unit = pick("Unit", units, "attribution_unit", index=len(units) - 1)
+unit = pick("Unit", units, "attribution_unit", index=last_with_weights(key, units))
 shown = [c for c in ("example", "text", "target", "spearman", "topk_overlap", "k") if c in att.columns]
 rows = att[att["unit"] == unit][shown]
 fmt = {c: st.column_config.NumberColumn(format="%.3f") for c in ("spearman", "topk_overlap")}

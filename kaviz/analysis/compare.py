@@ -270,9 +270,9 @@ def surviving_heads(model: nn.Module) -> pd.DataFrame:
 
 
 def units_with_checkpoints(run: Run) -> list[str]:
-    """The run's done units that kept their weights, in planned order."""
+    """The run's done units that kept their weights (a checkpoint or compact weights), in planned order."""
     units = run.units()
-    return [u for u in units.loc[units["status"] == "done", "unit"] if run.checkpoint_dir(u) is not None]
+    return [u for u in units.loc[units["status"] == "done", "unit"] if run.has_weights(u)]
 
 
 def load_checkpoint(run: Run, unit: str) -> nn.Module:

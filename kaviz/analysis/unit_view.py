@@ -27,8 +27,8 @@ class AttentionMaps(NamedTuple):
 
 
 def load_unit_model(run: Run, unit: str) -> nn.Module | None:
-    """The unit's classifier from its checkpoint in ``run`` (kaviz's attention), in eval mode,
-    or None when the run kept no checkpoint for it."""
+    """The unit's classifier from its checkpoint in ``run`` (kaviz's attention), in eval mode, or
+    from its compact weights (a shipped run, :mod:`kaviz.train.compact`), or None when it has neither."""
     from transformers import AutoConfig
 
     from kaviz.core.config import ModelConfig
@@ -36,9 +36,38 @@ def load_unit_model(run: Run, unit: str) -> nn.Module | None:
 
     ckpt = run.checkpoint_dir(unit)
     if ckpt is None:
-        return None
+        compact = run.compact_dir(unit)
+        if compact is None:
+            return None
+        from kaviz.train.compact import load_compact
+
+        return load_compact(compact)
     cfg = AutoConfig.from_pretrained(str(ckpt))
     return load_model(str(ckpt), ModelConfig(), cfg.num_labels, cfg.problem_type == "regression").eval()
+
+
+def store_compact(source: Run, dest: Run, units: list[str]) -> list[dict]:
+    """Store ``units``' checkpoints from ``source`` in ``dest`` as compact weights, each as its difference
+    from the run's pre-trained model (``model.name_or_path``); one summary dict per unit."""
+    from functools import partial
+
+    from kaviz.core.config import ModelConfig
+    from kaviz.train.compact import read_meta, save_compact
+    from kaviz.train.models import load_model
+
+    base_source = source.manifest["config"]["model"]["name_or_path"]
+    out = []
+    for unit in units:
+        model = load_unit_model(source, unit)
+        if model is None:
+            raise FileNotFoundError(f"unit {unit!r} of run {source.run_id!r} has no checkpoint to store compactly")
+        regression = model.config.problem_type == "regression"
+        base = load_model(base_source, ModelConfig(name_or_path=base_source), model.config.num_labels, regression)
+        folder = dest.save_compact(unit, partial(save_compact, model, base, base_source=base_source))
+        kinds = sorted({t["kind"] for t in read_meta(folder)["tensors"].values()})
+        size = sum(f.stat().st_size for f in folder.iterdir())
+        out.append({"unit": unit, "bytes": size, "kinds": kinds})
+    return out
 
 
 def load_run_tokenizer(run: Run) -> Any | None:

@@ -31,6 +31,7 @@ UNITS = "units"
 ANALYSIS = "analysis"
 TOKENIZER = "tokenizer"
 CHECKPOINT = "checkpoint"
+COMPACT = "compact"  # weights stored as a difference from the pre-trained model (kaviz.train.compact)
 METRICS = "metrics"
 
 
@@ -177,6 +178,21 @@ class Run:
     def checkpoint_dir(self, unit: str) -> Path | None:
         path = self.store._inside(self._unit_dir(unit) / CHECKPOINT)
         return path if path.is_dir() else None
+
+    def compact_dir(self, unit: str) -> Path | None:
+        """``units/<unit>/compact``: the unit's weights as a difference from its base model, when stored."""
+        path = self.store._inside(self._unit_dir(unit) / COMPACT)
+        return path if (path / "compact.json").is_file() else None
+
+    def has_weights(self, unit: str) -> bool:
+        """Whether the unit's model can be loaded: a checkpoint or compact weights (checked on disk only)."""
+        return self.checkpoint_dir(unit) is not None or self.compact_dir(unit) is not None
+
+    def save_compact(self, unit: str, write: Callable[[Path], Any]) -> Path:
+        """``write(folder)`` fills ``units/<unit>/compact``, replacing an older one atomically."""
+        self._unit(self.manifest, unit)
+        dest = self._unit_dir(unit) / COMPACT
+        return atomic.replace_dir(self.store._inside(dest), write)
 
     def save_tokenizer(self, tokenizer: Any) -> None:
         dest = self.store._inside(self.path / TOKENIZER)
