@@ -42,8 +42,13 @@ def _figures(run: Run, metrics: pd.DataFrame, knowledge: pd.DataFrame) -> list[t
     """(title, figure) of every figure the run's tables can draw, in reading order."""
     out: list[tuple[str, go.Figure]] = []
     preds = run.unit_table("predictions")
+
+    def levels(table: pd.DataFrame) -> dict[str, float]:  # scores as shown: ×100, like every figure's
+        return {k: schema.shown_score(v) for k, v in reference_levels(table, preds, "score").items()}
+
+    raw, metrics = metrics, schema.shown_scores(metrics)
     if "score" in set(metrics["metric"]):
-        constant = reference_levels(metrics, preds, "score").get("constant answer")
+        constant = levels(raw).get("constant answer")
         out.append(("Score vs sparsity", plots_sparsity.accuracy_vs_sparsity(metrics, constant=constant)))
     layered = schema.compared(schema.layer_rows(knowledge)) if len(knowledge) else knowledge
     if len(layered):
@@ -62,8 +67,10 @@ def _figures(run: Run, metrics: pd.DataFrame, knowledge: pd.DataFrame) -> list[t
             pass
     every = run.metrics()
     if has_budget_axis(every):
-        refs = reference_levels(every, preds, "score")
-        out.append(("Score vs student budget", budget_curves(budget_curve_table(every), refs=refs)))
+        refs = levels(every)
+        out.append(
+            ("Score vs student budget", budget_curves(budget_curve_table(schema.shown_scores(every)), refs=refs))
+        )
     inference = run.unit_table("inference")
     if len(inference):
         sizes = sorted(inference["batch_size"].unique())
@@ -91,6 +98,14 @@ def _provenance(run: Run) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def _score(v: float) -> str:
+    return "" if pd.isna(v) else format(v, schema.SCORE_FORMAT)
+
+
+def _percent(v: float) -> str:
+    return "" if pd.isna(v) else f"{100 * v:.1f}%"
+
+
 def build(run: Run) -> str:
     """The report of ``run`` as one HTML string."""
     metrics = ui_data.at_main_budget(run.metrics(), run.config)
@@ -113,8 +128,9 @@ def build(run: Run) -> str:
         *([] if found else ["<p>No finding: the run has too few finished units.</p>"]),
     ]
     if "score" in set(metrics["metric"]):
-        head = ui_data.headline_table(metrics).reset_index()
-        parts += ["<h2>Headline</h2>", head.to_html(index=False, float_format=lambda v: f"{v:.4f}", na_rep="")]
+        head = ui_data.headline_table(schema.shown_scores(metrics)).reset_index()
+        formats = {c: _percent if c.endswith("sparsity") else _score for c in head.columns if c != "model"}
+        parts += ["<h2>Headline</h2>", head.to_html(index=False, formatters=formats, na_rep="")]
     first = True
     for title, fig in _figures(run, metrics, knowledge):
         parts.append(f"<h2>{html.escape(title)}</h2>")

@@ -77,9 +77,11 @@ if "score" not in ui_data.task_metrics(metrics):
     st.info("No unit with a score has finished yet; numbers appear here as units complete.")
 else:
     table = read(headline, *key)
-    fmt = {c: st.column_config.NumberColumn(format="percent" if c.endswith("sparsity") else "%.4f") for c in table}
+    fmt = {c: st.column_config.NumberColumn(format="percent" if c.endswith("sparsity") else "%.1f") for c in table}
     st.dataframe(table, column_config=fmt)
-    st.caption("Means over seeds. *sparsity*: measured encoder sparsity (small-dense: relative to the teacher).")
+    st.caption(
+        "Scores ×100, means over seeds. *sparsity*: measured encoder sparsity (small-dense: relative to the teacher)."
+    )
     downloads(table, f"{run_id}_headline", "overview_headline")
 
 st.subheader("Sparsity per matrix")

@@ -59,8 +59,8 @@ st.dataframe(
     column_config={
         "sparsity": st.column_config.NumberColumn("target sparsity", format="percent"),
         "measured_sparsity": st.column_config.NumberColumn("measured sparsity", format="percent"),
-        "mean": st.column_config.NumberColumn(f"{metric} (mean)", format="%.4f"),
-        "lo": st.column_config.NumberColumn("low", format="%.4f"),
-        "hi": st.column_config.NumberColumn("high", format="%.4f"),
+        "mean": st.column_config.NumberColumn(f"{metric} (mean)", format="%.1f"),
+        "lo": st.column_config.NumberColumn("low", format="%.1f"),
+        "hi": st.column_config.NumberColumn("high", format="%.1f"),
     },
 )

@@ -3,9 +3,8 @@
 import numpy as np
 import streamlit as st
 
-from kaviz.analysis import evidence
 from kaviz.views import plots_budget, ui_data
-from pages._common import figure, pick, read, require_run, run_knowledge, run_metrics_all, run_unit_table
+from pages._common import figure, pick, read, reference_levels, require_run, run_knowledge, run_metrics_all
 
 st.title("Budget curves")
 key = require_run()
@@ -32,7 +31,7 @@ x = c[1].radio(
 log_x = c[2].toggle("log x", value=True, key="budget_logx")
 
 table = plots_budget.budget_curve_table(metrics, metric)
-refs = evidence.reference_levels(metrics, read(run_unit_table, *key, "predictions"), metric)
+refs = read(reference_levels, *key, metric)
 fig = plots_budget.budget_curves(table, x=x, metric=metric, refs=refs, log_x=log_x)
 figure(fig, table, f"{key[1]}_{metric}_vs_budget", "budget")
 st.caption(

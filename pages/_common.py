@@ -12,6 +12,7 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from kaviz.analysis import evidence
+from kaviz.core import schema
 from kaviz.store import RunStore, StoreError
 from kaviz.views import ui_data
 
@@ -82,13 +83,13 @@ def read(fn, *args):
 def run_metrics(folder: str, run_id: str, updated: str) -> pd.DataFrame:
     """The metrics of the units at the run's main student budget (what by-sparsity views show)."""
     run = RunStore(folder).open_run(run_id)
-    return ui_data.at_main_budget(run.metrics(), run.config)
+    return schema.shown_scores(ui_data.at_main_budget(run.metrics(), run.config))
 
 
 @st.cache_data(show_spinner=False, max_entries=64)
 def run_metrics_all(folder: str, run_id: str, updated: str) -> pd.DataFrame:
-    """Every unit's metrics, budget-curve units included."""
-    return RunStore(folder).open_run(run_id).metrics()
+    """Every unit's metrics, budget-curve units included (task scores shown ×100)."""
+    return schema.shown_scores(RunStore(folder).open_run(run_id).metrics())
 
 
 @st.cache_data(show_spinner=False, max_entries=64)
@@ -129,16 +130,25 @@ def score_intervals(folder: str, run_id: str, updated: str, metric: str) -> pd.D
     table = evidence.summary(run, (name,), n_boot=1000)
     if table.empty:
         return None
+    table = schema.shown_scores(table, columns=("mean", "low", "high", "teacher", "constant"))
     return ui_data.at_main_budget(table, run.config).drop(columns=["metric"])
 
 
 @st.cache_data(show_spinner=False, max_entries=64)
-def constant_answer(folder: str, run_id: str, updated: str, metric: str) -> float | None:
-    """The best constant answer's ``metric`` on the run's dev set (None: not a classification
-    metric, or no unit stored its predictions)."""
+def reference_levels(folder: str, run_id: str, updated: str, metric: str) -> dict[str, float]:
+    """The teacher's, the pre-trained model's and the best constant answer's ``metric`` on the run's
+    dev set (:func:`kaviz.analysis.evidence.reference_levels`), as shown (task scores ×100)."""
     predictions = run_unit_table(folder, run_id, updated, "predictions")
-    levels = evidence.reference_levels(run_metrics(folder, run_id, updated), predictions, metric)
-    return levels.get("constant answer")
+    run = RunStore(folder).open_run(run_id)
+    levels = evidence.reference_levels(ui_data.at_main_budget(run.metrics(), run.config), predictions, metric)
+    scale = schema.SCORE_SCALE if metric in schema.TASK_METRICS else 1.0
+    return {k: v * scale for k, v in levels.items()}
+
+
+def constant_answer(folder: str, run_id: str, updated: str, metric: str) -> float | None:
+    """The best constant answer's ``metric`` on the run's dev set, as shown (None: not a classification
+    metric, or no unit stored its predictions)."""
+    return reference_levels(folder, run_id, updated, metric).get("constant answer")
 
 
 @st.cache_data(show_spinner=False, max_entries=64)

@@ -162,10 +162,11 @@ def test_overview_headline_table(app):
         "small-dense",
     ]
     assert list(table.columns) == ["dense score", "50% score", "50% sparsity", "90% score", "90% sparsity"]
-    assert table.loc["fine-tuned (teacher)", "dense score"] == pytest.approx(0.9)
-    assert table.loc["oneshot-magnitude", "50% score"] == pytest.approx(0.9 - 0.4 * 0.5)
+    # scores shown ×100 (kaviz.core.schema.SCORE_SCALE), sparsities as fractions (formatted as percent)
+    assert table.loc["fine-tuned (teacher)", "dense score"] == pytest.approx(90)
+    assert table.loc["oneshot-magnitude", "50% score"] == pytest.approx(100 * (0.9 - 0.4 * 0.5))
     # two seeds at 90%: 0.9 - 0.36 and that + 0.01
-    assert table.loc["oneshot-magnitude", "90% score"] == pytest.approx(0.9 - 0.36 + 0.005)
+    assert table.loc["oneshot-magnitude", "90% score"] == pytest.approx(100 * (0.9 - 0.36 + 0.005))
     assert table.loc["knowledge-aware", "90% sparsity"] == pytest.approx(0.898)
 
 
@@ -201,14 +202,14 @@ def test_accuracy_page(app):
     (fig,) = figures(app)
     lines = traces(fig)
     assert list(lines["oneshot-magnitude"].x) == pytest.approx([0.498, 0.898])
-    assert list(lines["oneshot-magnitude"].y) == pytest.approx([0.7, 0.545])
+    assert list(lines["oneshot-magnitude"].y) == pytest.approx([70, 54.5])  # scores shown ×100
     assert lines["small-dense"].mode == "markers"
-    assert list(lines["fine-tuned teacher"].y) == pytest.approx([0.9, 0.9])
+    assert list(lines["fine-tuned teacher"].y) == pytest.approx([90, 90])
     assert "pre-trained" not in lines
     table = frame(app, "mean")
     assert len(table) == 2 + 6
     row = table[(table["method"] == "knowledge-aware") & (table["sparsity"] == 0.9)].iloc[0]
-    assert row["n_seeds"] == 2 and row["mean"] == pytest.approx(0.815)
+    assert row["n_seeds"] == 2 and row["mean"] == pytest.approx(81.5)
 
 
 def test_accuracy_page_controls(app):
@@ -222,7 +223,7 @@ def test_accuracy_page_controls(app):
     lines = traces(fig)
     assert fig.layout.yaxis.title.text == "accuracy"
     assert list(lines["oneshot-magnitude"].x) == pytest.approx([0.5, 0.9])
-    assert list(lines["pre-trained"].y) == pytest.approx([0.5, 0.5])
+    assert list(lines["pre-trained"].y) == pytest.approx([50, 50])
 
 
 def test_run_picker_switches_run(app, runs_dir):

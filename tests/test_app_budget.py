@@ -94,9 +94,9 @@ def test_budget_page_draws_score_and_cka_against_budget(app):
     ka = [t for t in score.data if t.name == "knowledge-aware"]
     assert [t.showlegend for t in ka] == [True, False]  # one panel per sparsity, one legend entry
     assert list(ka[0].x) == [160, 320, 640, 1280]  # examples seen at 0.25 .. 2 epochs
-    assert list(ka[0].y) == pytest.approx([budget_score("knowledge-aware", 0.9, b) for b in (0.25, 0.5, 1, 2)])
-    assert list(ka[1].y) == pytest.approx([budget_score("knowledge-aware", 0.95, b) for b in (0.25, 0.5, 1, 2)])
-    assert "fine-tuned teacher (0.900)" in lines and "constant answer (0.600)" in lines
+    assert list(ka[0].y) == pytest.approx([100 * budget_score("knowledge-aware", 0.9, b) for b in (0.25, 0.5, 1, 2)])
+    assert list(ka[1].y) == pytest.approx([100 * budget_score("knowledge-aware", 0.95, b) for b in (0.25, 0.5, 1, 2)])
+    assert "fine-tuned teacher (90)" in lines and "constant answer (60)" in lines  # shown ×100
     assert len([a for a in score.layout.annotations if "sparse" in a.text]) == 2  # one panel per sparsity
     assert {t.name for t in cka.data} == set(METHODS)
     layer2 = [t for t in cka.data if t.name == "knowledge-aware" and t.xaxis == "x3"][0]
@@ -119,8 +119,8 @@ def test_by_sparsity_pages_show_the_main_budget_only(app):
     assert not app.exception
     (fig,) = figures(app)
     ka = traces(fig)["knowledge-aware"]
-    assert list(ka.y) == pytest.approx([budget_score("knowledge-aware", s, 2.0) for s in (0.9, 0.95)])
-    assert list(traces(fig)["constant answer"].y) == pytest.approx([0.6, 0.6])  # 60 of 100 dev labels are 1
+    assert list(ka.y) == pytest.approx([100 * budget_score("knowledge-aware", s, 2.0) for s in (0.9, 0.95)])
+    assert list(traces(fig)["constant answer"].y) == pytest.approx([60, 60])  # 60 of 100 dev labels are 1
 
 
 def test_budget_page_explains_a_run_without_budgets(runs_dir, monkeypatch):
@@ -146,5 +146,5 @@ def test_accuracy_page_draws_bootstrap_intervals(app, runs_dir):
     run = RunStore(runs_dir).open_run("showcase")
     s = evidence.summary(run, ("accuracy",), n_boot=1000)
     s = s[(s.method == "knowledge-aware") & (s.budget == 2.0)].sort_values("sparsity")
-    assert list(band.y) == pytest.approx([*s.high, *s.low[::-1]])
+    assert list(band.y) == pytest.approx([100 * v for v in (*s.high, *s.low[::-1])])  # shown ×100
     assert (s.high > s.low).all()

@@ -186,8 +186,8 @@ def test_compare_shows_all_figures(compare, runs_dir):
         "fine-tuned teacher · a",
         "fine-tuned teacher · b",
     }
-    assert list(lines["oneshot-magnitude · a"].y) == pytest.approx([0.7, 0.54])
-    assert list(lines["knowledge-aware · b"].y) == pytest.approx([0.7, 0.62])
+    assert list(lines["oneshot-magnitude · a"].y) == pytest.approx([70, 54])  # scores shown ×100
+    assert list(lines["knowledge-aware · b"].y) == pytest.approx([70, 62])
     assert lines["oneshot-magnitude · a"].line.dash != lines["oneshot-magnitude · b"].line.dash
     assert lines["oneshot-magnitude · a"].line.color == lines["oneshot-magnitude · b"].line.color
     k = traces(knowledge)
@@ -196,7 +196,7 @@ def test_compare_shows_all_figures(compare, runs_dir):
     # A is the first picked run (b), B the second (a): b - a
     z = np.asarray(diff.data[0].z, dtype=float)
     assert list(diff.data[0].y) == ["knowledge-aware", "oneshot-magnitude"]
-    assert z == pytest.approx(np.array([[-0.15, -0.19], [0.0, 0.08]]))
+    assert z == pytest.approx(100 * np.array([[-0.15, -0.19], [0.0, 0.08]]))  # score points
     assert np.asarray(overlap.data[0].z, dtype=float) == pytest.approx(np.full((2, 6), 1 / 3))
     b_heads, a_heads = (np.asarray(t.z, dtype=float) for t in heads.data)
     assert a_heads == pytest.approx(np.array([[0, 0, 1, 1]] * 2))
@@ -227,7 +227,7 @@ def test_compare_controls(compare):
     assert not compare.exception
     diff = figures(compare)[2]  # overlay, accuracy; no knowledge against the pre-trained model: skipped
     assert any("No linear_cka rows against the pretrained" in i.value for i in compare.info)
-    assert np.asarray(diff.data[0].z, dtype=float) == pytest.approx(np.array([[0.15, 0.19], [0.0, -0.08]]))
+    assert np.asarray(diff.data[0].z, dtype=float) == pytest.approx(100 * np.array([[0.15, 0.19], [0.0, -0.08]]))
     compare.selectbox(key="compare_b").set_value("a").run()
     assert any("two different runs" in i.value for i in compare.info)
 

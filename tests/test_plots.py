@@ -63,7 +63,7 @@ def test_stage_diagram_boxes_by_status():
             "pruned_b_s0.9_seed1": "pending",
         }
     )
-    fig = plots.stage_diagram(units, {"finetuned": 0.9, "pruned_a_s0.5_seed1": 0.81234})
+    fig = plots.stage_diagram(units, {"finetuned": 90, "pruned_a_s0.5_seed1": 81.234})  # scores as shown, ×100
     t = by_name(fig)
     assert set(t) == {"done", "running", "failed", "pending", "labels"}
     # one closed rectangle (5 points + a gap) per box
@@ -71,9 +71,9 @@ def test_stage_diagram_boxes_by_status():
     assert t["done"].fillcolor.startswith("rgba(44,160,44")
     labels = dict(zip(t["labels"].text, zip(t["labels"].x, t["labels"].y)))
     assert labels["pre-trained<br>done"] == (0.0, -0.5)  # centred on the two method rows
-    assert "fine-tuned<br>0.900" in labels
-    assert "0.812" in labels  # a at 50%, row 0, first column
-    assert labels["0.812"] == (3.0, 0.0)
+    assert "fine-tuned<br>90.0" in labels
+    assert "81.2" in labels  # a at 50%, row 0, first column
+    assert labels["81.2"] == (3.0, 0.0)
     assert "1/2 done" in labels  # a at 90%: one of two seeds done, one running
     hover = dict(zip(t["labels"].text, t["labels"].hovertext))
     assert hover["1/2 done"] == "pruned_a_s0.9_seed1: done<br>pruned_a_s0.9_seed2: running"

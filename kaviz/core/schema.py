@@ -36,6 +36,32 @@ REFERENCE_NAMES = {"finetuned": "fine-tuned teacher", "pretrained": "pre-trained
 
 PROBE, GENERAL, ATTRIBUTION = "probe_", "general_", "attribution_"
 
+#: Task metrics in the order the app offers them; "score" is the task's main metric.
+TASK_METRICS = ("score", "accuracy", "f1", "matthews", "pearson", "spearman")
+#: Task scores are stored as fractions (and exported so) but shown ×100 everywhere a person reads
+#: them, app, report, findings and README alike, as GLUE and the paper report them (89.3, not 0.893).
+SCORE_SCALE = 100.0
+SCORE_FORMAT = ".1f"  # how a shown score is printed (plotly/format-spec syntax)
+
+
+def shown_scores(metrics: pd.DataFrame, columns: Sequence[str] = ("value",)) -> pd.DataFrame:
+    """A tidy metrics table with its task-score rows (``TASK_METRICS``) ×``SCORE_SCALE`` in ``columns``;
+    other rows (sparsity, parameter counts, seconds) unchanged.  Display only: tables stay fractions."""
+    out = metrics.copy()
+    if out.empty or "metric" not in out:
+        return out
+    rows = out["metric"].isin(TASK_METRICS)
+    for c in columns:
+        if c in out:
+            out[c] = out[c].astype(float)
+            out.loc[rows, c] = out.loc[rows, c] * SCORE_SCALE
+    return out
+
+
+def shown_score(value: float | None) -> float | None:
+    """One task score (a fraction) as shown: ×``SCORE_SCALE``; None stays None."""
+    return None if value is None else float(value) * SCORE_SCALE
+
 
 # ----- kinds of row ---------------------------------------------------------------------------------
 

@@ -51,13 +51,14 @@ def _cell_status(statuses: list[str]) -> str:
     return "pending"
 
 
-def stage_diagram(units: pd.DataFrame, scores: dict[str, float] | None = None) -> go.Figure:
+def stage_diagram(units: pd.DataFrame, scores: dict[str, float] | None = None, score_format: str = ".1f") -> go.Figure:
     """Pre-trained -> fine-tuned -> pruned (methods x target sparsities) as coloured boxes.
 
     ``units`` is Run.units() (unit, stage, method, sparsity, seed, status, ...).  A box's colour
     is its status (STATUS_COLORS); a pruned cell with several seeds is failed if any failed,
     running if any runs, done when all are done, else pending, and reads ``k/n``.  ``scores``
-    (unit -> value) adds the value, averaged over seeds, to done boxes.  Each status is one
+    (unit -> value, as shown: task scores ×100) adds the value, averaged over seeds and printed with
+    ``score_format``, to done boxes.  Each status is one
     filled trace (named by the status) and the labels one text trace named ``labels``.
     """
     scores = scores or {}
@@ -76,7 +77,7 @@ def stage_diagram(units: pd.DataFrame, scores: dict[str, float] | None = None) -
             lines.append(f"{n_done}/{len(statuses)} done")
         vals = [scores[u] for u in rows["unit"] if u in scores]
         if vals and n_done:
-            lines.append(f"{sum(vals) / len(vals):.3f}")
+            lines.append(format(sum(vals) / len(vals), score_format))
         elif len(statuses) == 1:
             lines.append(status)
         hover = "<br>".join(f"{u}: {s}" for u, s in zip(rows["unit"], statuses))

@@ -78,7 +78,7 @@ def _refs(fig: go.Figure, refs: dict[str, float], cols: int) -> None:
         for c in range(1, cols + 1):
             fig.add_hline(y=y, line={"dash": dash, "color": color, "width": width}, row=1, col=c)
         fig.add_trace(  # a legend entry for the line
-            go.Scatter(x=[None], y=[None], mode="lines", name=f"{label} ({y:.3f})", line={"dash": dash, "color": color})
+            go.Scatter(x=[None], y=[None], mode="lines", name=f"{label} ({y:.3g})", line={"dash": dash, "color": color})
         )
 
 

@@ -319,7 +319,7 @@ def plane(
     known = list(dict.fromkeys(points["method"]))
     fig = go.Figure()
     hover = (
-        "<b>%{customdata[0]}</b><br>task kept %{x:.3f} (" + metric + " %{customdata[1]:.4f})"
+        "<b>%{customdata[0]}</b><br>task kept %{x:.3f} (" + metric + " %{customdata[1]:.3g})"
         "<br>general kept %{y:.3f} (" + schema.family_label(probe) + " %{customdata[2]:.4f})"
         "<br>%{customdata[3]} seeds<extra></extra>"
     )

@@ -19,8 +19,7 @@ from kaviz.core.config import main_budget
 from kaviz.core.registry import STAGE_LABELS
 from kaviz.store import LIST_COLUMNS, RunStore
 
-#: Task metrics in the order the app offers them; "score" is the task's main metric.
-TASK_METRICS = ("score", "accuracy", "f1", "matthews", "pearson", "spearman")
+TASK_METRICS = schema.TASK_METRICS
 #: Stage rows of the headline table, with the labels shown for them.
 ENV_RUNS = "KAVIZ_RUNS"
 DEMO_RUNS = Path(__file__).resolve().parents[2] / "assets" / "runs"  # the repository root
