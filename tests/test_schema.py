@@ -1,6 +1,7 @@
 """kaviz.core.schema: each selector on a hand-made knowledge table with every kind of row."""
 
 import pandas as pd
+import pytest
 
 from kaviz.core import schema
 
@@ -46,3 +47,17 @@ def test_over_seeds_by_hand():
     assert (a["mean"], a.lo, a.hi, a.n_seeds) == (0.6, 0.5, 0.7, 2)
     assert abs(a["std"] - 0.1414213562373095) < 1e-12  # sample std of 0.5, 0.7
     assert pd.isna(out.iloc[1]["std"]) and out.iloc[1].n_seeds == 1
+
+
+def test_shown_scores_scales_task_scores_only():
+    df = pd.DataFrame(
+        {
+            "unit": ["u"] * 4,
+            "metric": ["score", "f1", "encoder_sparsity", "nonzero_encoder_params"],
+            "value": [0.893, 0.8125, 0.9, 1000],
+        }
+    )
+    out = schema.shown_scores(df)
+    assert out["value"].tolist() == pytest.approx([89.3, 81.25, 0.9, 1000])
+    assert df["value"].tolist() == pytest.approx([0.893, 0.8125, 0.9, 1000])  # the input is left alone
+    assert schema.shown_score(0.5) == 50 and schema.shown_score(None) is None
