@@ -12,7 +12,7 @@ from pathlib import Path
 import streamlit as st
 
 from kaviz.views import ui_data
-from pages._common import EXTRA_FOLDERS, RUN, RUNS_LISTING, init_state
+from pages._common import EXTRA_FOLDERS, RUN, RUNS_LISTING, SELECT_RUN, init_state
 
 st.set_page_config(page_title="kaviz", page_icon=":material/content_cut:", layout="wide")
 init_state()
@@ -37,6 +37,13 @@ def add_folder() -> None:
     st.session_state["app_new_folder"] = ""
 
 
+def same_folder(a: str, b: str) -> bool:
+    try:
+        return Path(a).expanduser().resolve() == Path(b).expanduser().resolve()
+    except OSError:
+        return False
+
+
 def sidebar() -> None:
     folders = ui_data.folders_from_environ(st.session_state[EXTRA_FOLDERS])
     runs = ui_data.list_runs(folders)  # manifests are re-read each rerun; their "updated" keys the caches
@@ -50,6 +57,15 @@ def sidebar() -> None:
         else:
             rows = {r["path"]: r for r in readable.to_dict("records")}
             chosen = st.session_state[RUN]
+            want = st.session_state.pop(SELECT_RUN, None)  # e.g. a run launched from the app that just finished
+            if want:
+                match = [
+                    p
+                    for p, r in rows.items()
+                    if r["run_id"] == want["run_id"] and same_folder(r["folder"], want["folder"])
+                ]
+                if match:
+                    st.session_state["app_run"] = match[0]
             if st.session_state.get("app_run") not in rows:
                 st.session_state["app_run"] = next(
                     (
@@ -61,6 +77,7 @@ def sidebar() -> None:
                 )
             path = st.selectbox("Run", list(rows), key="app_run", format_func=lambda p: ui_data.run_label(rows[p]))
             r = rows[path]
+            st.caption(ui_data.run_state(r))
             st.session_state[RUN] = {k: r[k] for k in ("folder", "run_id", "updated", "status")}
             if r["status"] == "running":
                 st.button("Refresh", key="app_refresh", icon=":material/refresh:", help="Re-read the running run")

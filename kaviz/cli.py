@@ -9,6 +9,7 @@ from pathlib import Path
 
 from kaviz.core.config import PACKAGED_MODEL, ConfigError, RunConfig
 from kaviz.core.errors import KavizError
+from kaviz.core.presets import demo_config
 
 DEFAULT_RUNS = "runs"
 
@@ -29,37 +30,6 @@ def _set_overrides(data: dict, sets: list[str]) -> dict:
             node = node[p]
         node[parts[-1]] = yaml.safe_load(raw)
     return data
-
-
-def demo_config(tiny: bool = False, name: str | None = None) -> RunConfig:
-    """The embedded demo: the built-in sentiment task with all five methods.
-
-    ``tiny``: a small random BERT, seconds per unit (≤60 s in all on 2 cores). Otherwise the
-    packaged all-MiniLM-L6-v2 (≤10 min on 2 cores).
-    """
-    if tiny:
-        data = {
-            "name": name or "demo-tiny",
-            "model": {"name_or_path": "tiny"},
-            "task": {"name": "demo", "demo_train_size": 800, "demo_dev_size": 300, "max_length": 40},
-            "training": {"max_steps": 100, "batch_size": 32, "learning_rate": 1e-3},
-            "pruning": {"max_steps": 30, "learning_rate": 5e-4, "mask_updates": 10},
-            "sparsities": [0.5, 0.8, 0.95],
-            "analysis": {"probe_size": 64, "attribution_examples": 4, "ig_steps": 8},
-        }
-    else:
-        data = {
-            "name": name or "demo",
-            "model": {"name_or_path": PACKAGED_MODEL},
-            "task": {"name": "demo", "demo_train_size": 2000, "demo_dev_size": 400, "max_length": 40},
-            # no weight decay: the embedding rows of words the demo never uses stay exactly pre-trained,
-            # so its weights ship compactly as a difference from the packaged model (kaviz.train.compact)
-            "training": {"max_steps": 150, "batch_size": 32, "learning_rate": 5e-5, "weight_decay": 0.0},
-            "pruning": {"max_steps": 60, "learning_rate": 1e-4, "mask_updates": 30, "ramp_end": 0.8},
-            "sparsities": [0.5, 0.7, 0.9],
-            "analysis": {"probe_size": 96, "attribution_examples": 4, "ig_steps": 8},
-        }
-    return RunConfig.from_dict(data)
 
 
 def _print_summary(run) -> None:

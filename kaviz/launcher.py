@@ -22,6 +22,7 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +34,7 @@ from kaviz.store.manifest import StoreError, now
 from kaviz.views.ui_data import DEMO_RUNS, USER_RUNS, runs_folders
 
 LAUNCH_DIR = ".launch"
+ANALYSED_MARK = "knowledge"  # the table kaviz.analysis.analyzer writes last for a unit (its DONE_MARK)
 #: Starts the process; tests replace it (same signature as ``subprocess.Popen``).
 Popen = subprocess.Popen
 #: Processes started by this Python process, so that they are reaped (no zombies) and their exit
@@ -53,6 +55,12 @@ class LaunchStatus:
     ``state``: ``starting`` (process up, no run yet), ``running``, ``analyzing`` (all units done,
     knowledge tables being computed), then once the process is gone ``complete``, ``failed``,
     ``interrupted`` (it died while running) or ``stopped`` (by :func:`stop`).
+
+    Two phases, each with its own count: training units (``units_done`` of ``units_total``), then
+    analysed units (``analysis_done`` of ``analysis_total``, 0 when the run is not analysed);
+    ``eta_seconds`` estimates what is left of the current phase from the pace so far (None before
+    the first unit of the phase ends).  ``warnings``: the run log's WARNING lines (e.g. a teacher
+    no better than the constant answer).
     """
 
     name: str
@@ -68,10 +76,23 @@ class LaunchStatus:
     started: str | None
     resume: bool
     returncode: int | None
+    analysis_done: int = 0
+    analysis_total: int = 0
+    eta_seconds: float | None = None
+    warnings: tuple[str, ...] = ()
 
     @property
     def fraction(self) -> float:
         return self.units_done / self.units_total if self.units_total else 0.0
+
+    @property
+    def analysis_fraction(self) -> float:
+        return self.analysis_done / self.analysis_total if self.analysis_total else 0.0
+
+    @property
+    def phase(self) -> str:
+        """``training`` until every unit is done, then ``analysis`` (while the process analyses)."""
+        return "analysis" if self.state == "analyzing" else "training"
 
 
 # ----- folders and paths --------------------------------------------------------------------------
@@ -168,8 +189,22 @@ def _tail(path: Path, lines: int = 20) -> str:
         return ""
     text = _ANSI.sub("", text).replace("\r\n", "\n")
     out = [ln.rsplit("\r", 1)[-1].rstrip() for ln in text.split("\n")]
-    out = [ln for ln in out if ln.strip()]
-    return "\n".join(out[-lines:])
+    return "\n".join(tidy_log([ln for ln in out if ln.strip()])[-lines:])
+
+
+_BAR = re.compile(r"^(?P<desc>.*?):?\s*\d+%\|")  # a tqdm line: "<desc>:  42%|████      | 21/50 [...]"
+
+
+def tidy_log(lines: list[str]) -> list[str]:
+    """Log lines with each progress bar shown once: of the lines a bar redraws (same description),
+    only the newest is kept, where the bar last stood; other lines stay in order."""
+    last = {}
+    for i, ln in enumerate(lines):
+        m = _BAR.match(ln)
+        if m:
+            last[m.group("desc").strip()] = i
+    keep = set(last.values())
+    return [ln for i, ln in enumerate(lines) if not _BAR.match(ln) or i in keep]
 
 
 def live_launches(folder: str | Path) -> list[str]:
@@ -184,6 +219,16 @@ def live_launches(folder: str | Path) -> list[str]:
     return alive
 
 
+def check_before_launch(cfg: RunConfig) -> None:
+    """The checks ``kaviz run`` makes before writing anything (:func:`kaviz.stages.pipeline.check_inputs`:
+    model and data paths, STS file, structured targets, the task's data), so that a launch that would
+    fail in its first seconds is refused here, before any run folder exists.  A GLUE task read from
+    the hub is not downloaded here (the run does it)."""
+    from kaviz.stages.pipeline import check_inputs
+
+    check_inputs(cfg, load_data=cfg.task.path is not None or cfg.task.name in ("demo", "custom"))
+
+
 def share_of_cores(folder: str | Path) -> int:
     """CPU threads for a new background run: the cores split evenly with the runs still going
     (two torch processes with all cores each ran 5-15x slower than one at a time on 2 cores)."""
@@ -194,11 +239,13 @@ def launch(folder: str | Path, config: RunConfig, *, resume: bool = False) -> La
     """Start ``kaviz run <folder>/.launch/<name>.yaml --out <folder>`` in the background.
 
     Refuses (LaunchError) the shipped demo folder, an unsafe name, a run that already exists
-    unless ``resume`` (and a missing one with it), and a name whose launch is still running.
+    unless ``resume`` (and a missing one with it), and a name whose launch is still running; and
+    (ConfigError, TaskError, ModelNotFoundError) what :func:`check_before_launch` finds.
     """
     cfg = config.validate()
     root = _root(folder)
     paths = _paths(root, cfg.name)
+    check_before_launch(cfg)
     info = _read_info(paths["json"])
     if info is not None and _alive(info["pid"], str(paths["yaml"]))[0]:
         raise LaunchError(f"run {cfg.name!r} is already running in the background (pid {info['pid']})")
@@ -234,6 +281,9 @@ def status(folder: str | Path, name: str) -> LaunchStatus:
         raise LaunchError(f"no run {name!r} was launched in {root}")
     alive, rc = _alive(info["pid"], str(paths["yaml"]))
     run_status, done, total, current = None, 0, 0, None
+    a_done = a_total = 0
+    eta = None
+    warnings: tuple[str, ...] = ()
     try:
         run = RunStore(root).open_run(name)
         run_status = run.status
@@ -241,6 +291,15 @@ def status(folder: str | Path, name: str) -> LaunchStatus:
         done, total = int((units["status"] == "done").sum()), len(units)
         running = units.loc[units["status"] == "running", "unit"]
         current = str(running.iloc[0]) if len(running) else None
+        finished = units[units["status"] == "done"]
+        if run.config.get("analysis", {}).get("enabled", True) and not info.get("no_analyze"):
+            marks = [run.has_unit_table(u, ANALYSED_MARK) for u in finished["unit"]]
+            a_done, a_total = sum(marks), len(marks)
+        warnings = _warnings(run.log_path)
+        if run_status == "complete":
+            eta = _eta_analysis(run, finished, a_done, a_total)
+        else:
+            eta = _eta_training(units)
     except StoreError:  # not created yet, or the process failed before creating it
         pass
     if alive:
@@ -267,7 +326,63 @@ def status(folder: str | Path, name: str) -> LaunchStatus:
         started=info.get("started"),
         resume=bool(info.get("resume")),
         returncode=rc,
+        analysis_done=a_done,
+        analysis_total=a_total,
+        eta_seconds=eta if alive else None,
+        warnings=warnings,
     )
+
+
+def _seconds_since(stamp: Any) -> float | None:
+    try:
+        then = datetime.fromisoformat(str(stamp))
+    except (TypeError, ValueError):
+        return None
+    return (datetime.now(timezone.utc) - then).total_seconds()
+
+
+def _eta_training(units) -> float | None:
+    """Seconds left for the training units: the mean time of the done ones times those left, less
+    what the running one has already spent."""
+    done = units[units["status"] == "done"]
+    secs = done["seconds"].dropna().astype(float)
+    if secs.empty:
+        return None
+    left = int((units["status"] != "done").sum())
+    running = units.loc[units["status"] == "running", "started"]
+    spent = (_seconds_since(running.iloc[0]) or 0.0) if len(running) else 0.0
+    return max(0.0, float(secs.mean()) * left - min(spent, float(secs.mean())))
+
+
+def _eta_analysis(run, finished, a_done: int, a_total: int) -> float | None:
+    """Seconds left for the analysis: its pace since the last training unit finished."""
+    if not a_done or a_done >= a_total:
+        return None if not a_done else 0.0
+    elapsed = _seconds_since(finished["finished"].dropna().astype(str).max())
+    return None if elapsed is None else elapsed / a_done * (a_total - a_done)
+
+
+def _warnings(log: Path) -> tuple[str, ...]:
+    """The WARNING lines of a run's log (without their timestamps)."""
+    try:
+        text = log.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return ()
+    return tuple(ln.split("WARNING", 1)[1].lstrip(": ") for ln in text.splitlines() if "WARNING" in ln)
+
+
+def dismiss(folder: str | Path, name: str) -> None:
+    """Forget a finished launch: its launch files go, the run folder (if any) stays.  LaunchError
+    while it still runs."""
+    root = Path(folder).expanduser().resolve()
+    paths = _paths(root, name)
+    info = _read_info(paths["json"])
+    if info is None:
+        raise LaunchError(f"no run {name!r} was launched in {root}")
+    if _alive(info["pid"], str(paths["yaml"]))[0]:
+        raise LaunchError(f"run {name!r} is still running; stop it first")
+    for p in paths.values():
+        p.unlink(missing_ok=True)
 
 
 def launches(folder: str | Path) -> list[str]:

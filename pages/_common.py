@@ -19,6 +19,7 @@ from kaviz.views import ui_data
 #: Session-state keys shared across pages, with their initial values (set once in app.py).
 RUN = "kaviz_run"  # the selected run: {"folder", "run_id", "updated", "status"} or None
 EXTRA_FOLDERS = "kaviz_extra_folders"  # runs folders the user added in the sidebar
+SELECT_RUN = "kaviz_select_run"  # {"folder", "run_id"}: the sidebar selects this run on its next rerun
 RUNS_LISTING = "kaviz_runs_listing"  # the sidebar's run listing of the current rerun (pages reuse it)
 STATE_DEFAULTS = {RUN: None, EXTRA_FOLDERS: []}
 

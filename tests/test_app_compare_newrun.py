@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -267,7 +268,7 @@ def refuse_popen(*args, **kwargs):
         ("newrun_sparsities", "0.5, 1.5", "sparsities: 1.5 is outside (0, 1)"),
         ("newrun_methods", [], "methods: give at least one method"),
         ("newrun_name", "../x", "is not allowed"),
-        ("newrun_name", "a", "a run named **a** already exists"),
+        ("newrun_name", "a", "a complete run named **a** already exists"),  # complete: no resume offered
         ("newrun_task", "custom", "task.text_columns: a custom task needs one or two text columns"),
     ],
 )
@@ -279,8 +280,7 @@ def test_new_run_refuses_bad_input(new_run, folder, monkeypatch, field, value, r
     assert not new_run.exception
     assert any(reason in e.value for e in new_run.error), [e.value for e in new_run.error]
     assert not (folder / ".launch").exists()
-    if value == "a":
-        assert new_run.button(key="newrun_resume_button").label == "Resume a"
+    assert not [b for b in new_run.button if b.key == "newrun_resume_button"]
 
 
 class FakePopen:
@@ -340,8 +340,10 @@ def test_new_run_launches_and_shows_progress(new_run, folder, monkeypatch):
 
 
 def test_new_run_offers_resume(new_run, folder, monkeypatch):
+    """An interrupted run of the same name is offered for resuming, with its stored config."""
     fake = FakePopen()
     monkeypatch.setattr(launcher, "Popen", fake)
+    RunStore(folder).open_run("b").set_status("interrupted")
     new_run.text_input(key="newrun_name").set_value("b")
     new_run.button(key="newrun_submit").click().run()
     assert not fake.commands
@@ -354,3 +356,96 @@ def test_new_run_offers_resume(new_run, folder, monkeypatch):
         assert not new_run.error
     finally:
         launcher.stop(folder, "b", timeout=5)
+
+
+def launched_config(fake: FakePopen) -> RunConfig:
+    (cmd,) = fake.commands
+    return RunConfig.load(cmd[4])
+
+
+@pytest.mark.parametrize("preset", ["tiny", "minilm"])
+def test_a_preset_launches_the_cli_demo_config(new_run, folder, monkeypatch, preset):
+    """Issue 14: the form's presets are the configs `kaviz demo [--tiny]` runs, every value shown;
+    the tiny one with the learning rates that make a random model learn."""
+    from kaviz.core.presets import demo_config
+
+    fake = FakePopen()
+    monkeypatch.setattr(launcher, "Popen", fake)
+    new_run.selectbox(key="newrun_start").set_value(f"preset:{preset}").run()
+    want = demo_config(tiny=preset == "tiny")
+    assert new_run.text_input(key="newrun_name").value == want.name
+    assert new_run.number_input(key="newrun_teacher_lr").value == want.training.learning_rate
+    assert new_run.number_input(key="newrun_student_lr").value == want.pruning.learning_rate
+    new_run.button(key="newrun_submit").click().run()
+    try:
+        assert not new_run.exception and not new_run.error
+        assert launched_config(fake) == want
+    finally:
+        launcher.stop(folder, want.name, timeout=5)
+
+
+def test_run_again_with_changes_starts_from_a_stored_run(new_run, folder, monkeypatch):
+    fake = FakePopen()
+    monkeypatch.setattr(launcher, "Popen", fake)
+    option = next(o for o in new_run.selectbox(key="newrun_start").options if "Run again" in o and ": a (" in o)
+    new_run.selectbox(key="newrun_start").select(option).run()
+    assert new_run.text_input(key="newrun_name").value == "a-2"  # "a" exists: a free name
+    new_run.number_input(key="newrun_seed").set_value(7)
+    new_run.button(key="newrun_submit").click().run()
+    try:
+        assert not new_run.exception and not new_run.error
+        stored = RunConfig.from_dict(RunStore(folder).open_run("a").config).to_dict()
+        assert launched_config(fake).to_dict() == {**stored, "name": "a-2", "seed": 7}
+    finally:
+        launcher.stop(folder, "a-2", timeout=5)
+
+
+def test_the_form_keeps_its_values_across_pages(new_run, folder):
+    new_run.text_input(key="newrun_name").set_value("kept-name").run()
+    new_run.number_input(key="newrun_teacher_lr").set_value(3e-4).run()
+    new_run.switch_page("pages/1_overview.py").run()
+    new_run.switch_page(NEW_RUN).run()
+    assert not new_run.exception
+    assert new_run.text_input(key="newrun_name").value == "kept-name"
+    assert new_run.number_input(key="newrun_teacher_lr").value == pytest.approx(3e-4)
+
+
+@pytest.mark.parametrize(
+    "field, value, reason",
+    [
+        ("newrun_task_path", "/nonexistent/glue/SST-2", "does not exist"),
+        ("newrun_model_path", "/nonexistent/model", "does not exist"),
+    ],
+)
+def test_nonexistent_paths_are_refused_before_any_run_folder_exists(new_run, folder, monkeypatch, field, value, reason):
+    monkeypatch.setattr(launcher, "Popen", refuse_popen)
+    new_run.text_input(key="newrun_name").set_value("nowhere")
+    if field == "newrun_task_path":
+        new_run.selectbox(key="newrun_task").set_value("sst2")
+    else:
+        new_run.radio(key="newrun_model").set_value("path")
+    new_run.text_input(key=field).set_value(value)
+    new_run.button(key="newrun_submit").click().run()
+    assert not new_run.exception
+    assert any("Not launched" in e.value and reason in e.value for e in new_run.error), [e.value for e in new_run.error]
+    assert not (folder / "nowhere").exists() and not (folder / ".launch").exists()
+
+
+def test_a_failed_launch_can_be_dismissed(new_run, folder, monkeypatch):
+    class Dies(FakePopen):
+        def __call__(self, cmd, **kwargs):
+            self.commands.append(cmd)
+            return subprocess.Popen([sys.executable, "-c", "import sys; sys.exit(3)", cmd[4]], **kwargs)
+
+    monkeypatch.setattr(launcher, "Popen", Dies())
+    new_run.text_input(key="newrun_name").set_value("doomed")
+    new_run.button(key="newrun_submit").click().run()
+    wait_for_exit = time.monotonic() + 20
+    while launcher.status(folder, "doomed").alive and time.monotonic() < wait_for_exit:
+        time.sleep(0.1)
+    new_run.run()
+    assert "doomed** · failed" in new_run.markdown[0].value
+    next(b for b in new_run.button if b.label == "Dismiss").click().run()
+    assert not new_run.exception
+    assert launcher.launches(folder) == []
+    assert not any("doomed" in m.value for m in new_run.markdown)

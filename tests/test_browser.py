@@ -233,3 +233,30 @@ def test_the_shipped_showcase_shows_findings_and_what_pruning_buys(shipped_serve
         assert not page.locator('[data-testid="stAlertContentError"]').count()
         assert page.locator(".js-plotly-plot").count() == 1
         page.screenshot(path=str(tmp_path / "inference.png"), full_page=True)
+
+
+def test_attention_and_attribution_draw_maps_from_the_shipped_weights(shipped_server, tmp_path):
+    """Issue 13: on first open, no run to train. The showcase keeps no weights, so its Attention page
+    offers the demo, whose compact weights ship; there both pages draw the models' own maps."""
+    import re
+
+    weights_needed = "need the models' weights"
+    with chromium_page() as page:
+        page.goto(f"{shipped_server}/attention")
+        settle(page, charts=True)
+        page.get_by_role("button", name=re.compile(r"Open run demo")).click()
+        settle(page, charts=True, timeout=90)
+        page.wait_for_function("document.querySelectorAll('.js-plotly-plot').length >= 3", timeout=90_000)
+        body = page.locator('[data-testid="stMain"]').inner_text()
+        assert weights_needed not in body, body[:2000]
+        assert page.locator(".js-plotly-plot").count() == 3  # per-head divergence, entropy change, the maps
+        assert not page.locator('[data-testid="stException"]').count()
+        page.screenshot(path=str(tmp_path / "attention.png"), full_page=True)
+        page.locator('[data-testid="stSidebarNavLink"]', has_text="Attribution").click()  # same session
+        settle(page, charts=True, timeout=90)
+        page.wait_for_function("document.querySelectorAll('.js-plotly-plot').length >= 2", timeout=90_000)
+        body = page.locator('[data-testid="stMain"]').inner_text()
+        assert weights_needed not in body, body[:2000]
+        assert page.locator(".js-plotly-plot").count() == 2  # agreement over sparsity, token attributions
+        assert not page.locator('[data-testid="stException"]').count()
+        page.screenshot(path=str(tmp_path / "attribution.png"), full_page=True)

@@ -229,3 +229,104 @@ def test_background_runs_share_the_cores(tmp_path, monkeypatch):
     launcher.launch(folder, small_config("three", training={"num_threads": 3}))
     assert [e["OMP_NUM_THREADS"] for e in envs] == ["4", "2", "3"]
     assert set(launcher.live_launches(folder)) == {"one", "two"}
+
+
+def test_tidy_log_keeps_each_bar_once_where_it_last_stood():
+    lines = [
+        "loading",
+        "fine-tune teacher:  10%|█         | 10/100 [00:01<00:09]",
+        "fine-tune teacher:  50%|█████     | 50/100 [00:05<00:05]",
+        "units:  33%|███▎      | 1/3 [00:06<00:12]",
+        "fine-tune teacher: 100%|██████████| 100/100 [00:10<00:00]",
+        "WARNING: something",
+        "oneshot-magnitude 0.5:  40%|████      | 4/10 [00:01<00:01]",
+    ]
+    assert launcher.tidy_log(lines) == [lines[0], lines[3], lines[4], lines[5], lines[6]]
+
+
+def test_nonexistent_paths_are_refused_before_any_folder_exists(tmp_path, monkeypatch):
+    """The launcher runs the CLI's own input checks (kaviz.stages.pipeline.check_inputs) first."""
+    from kaviz.data.base import TaskError
+    from kaviz.train.models import ModelNotFoundError
+
+    monkeypatch.setattr(launcher, "Popen", lambda *a, **k: pytest.fail("must not start a process"))
+    folder = tmp_path / "runs"
+    cases = [
+        (small_config("m", model={"name_or_path": str(tmp_path / "no-model")}), ModelNotFoundError, "does not exist"),
+        (small_config("d", task={"name": "sst2", "path": str(tmp_path / "no-glue")}), TaskError, "does not exist"),
+        (
+            small_config("c", task={"name": "custom", "path": str(tmp_path / "no.csv"), "text_columns": ["text"]}),
+            TaskError,
+            "no.csv",
+        ),
+        (
+            tiny_config(name="s", analysis={"enabled": True, "sts_path": str(tmp_path / "no-sts")}),
+            TaskError,
+            "sts_path",
+        ),
+    ]
+    for cfg, error, words in cases:
+        with pytest.raises(error, match=words):
+            launcher.launch(folder, cfg)
+        assert isinstance(error("x"), ValueError)  # the New-run page shows every ValueError as "Not launched"
+    assert not folder.exists()
+
+
+def test_dismiss_forgets_a_finished_launch_and_keeps_its_run(tmp_path, monkeypatch):
+    class FakeProc:
+        pid = 424243
+
+        def __init__(self, cmd, **kw):
+            pass
+
+        def poll(self):
+            return None
+
+    monkeypatch.setattr(launcher, "Popen", FakeProc)
+    alive = {"x"}
+    monkeypatch.setattr(launcher, "_alive", lambda pid, marker: (Path(marker).stem in alive, None))
+    folder = tmp_path / "runs"
+    launcher.launch(folder, small_config("x"))
+    with pytest.raises(launcher.LaunchError, match="still running"):
+        launcher.dismiss(folder, "x")
+    alive.clear()
+    (folder / "x").mkdir()  # what the run would have left
+    launcher.dismiss(folder, "x")
+    assert launcher.launches(folder) == [] and (folder / "x").is_dir()
+    with pytest.raises(launcher.LaunchError, match="no run"):
+        launcher.dismiss(folder, "x")
+
+
+def test_status_counts_both_phases_and_reads_warnings(tmp_path, monkeypatch):
+    """Training units, then analysed units (the analyzer's done mark), an ETA from the pace so far,
+    and the run log's WARNING lines."""
+    from kaviz.analysis.analyzer import DONE_MARK
+
+    assert launcher.ANALYSED_MARK == DONE_MARK
+    monkeypatch.setattr(launcher, "Popen", lambda cmd, **kw: type("P", (), {"pid": 424244, "poll": lambda s: None})())
+    monkeypatch.setattr(launcher, "_alive", lambda pid, marker: (True, None))
+    folder = tmp_path / "runs"
+    cfg = tiny_config(name="p", methods=["oneshot-magnitude"], sparsities=[0.5, 0.9])
+    launcher.launch(folder, cfg)
+    from kaviz.stages.pipeline import plan_units
+
+    run = RunStore(folder).create_run(cfg.to_dict(), units=plan_units(cfg))
+    for u in ("pretrained", "finetuned"):
+        run.start_unit(u)
+        run.finish_unit(u, [{"metric": "score", "value": 0.5}])
+    run.start_unit("pruned_oneshot-magnitude_s0.5_seed42")
+    run.set_status("running")
+    run.log("WARNING: the fine-tuned teacher scores 0.5000, no better than always answering class 1")
+    s = launcher.status(folder, "p")
+    assert (s.state, s.phase, s.units_done, s.units_total) == ("running", "training", 2, 4)
+    assert s.eta_seconds is not None and s.eta_seconds >= 0
+    assert s.warnings == ("the fine-tuned teacher scores 0.5000, no better than always answering class 1",)
+    for u in ("pruned_oneshot-magnitude_s0.5_seed42", "pruned_oneshot-magnitude_s0.9_seed42"):
+        if u.endswith("0.9_seed42"):
+            run.start_unit(u)
+        run.finish_unit(u, [{"metric": "score", "value": 0.5}])
+    run.set_status("complete")
+    run.write_unit_table("pretrained", DONE_MARK, __import__("pandas").DataFrame({"x": [1]}))
+    s = launcher.status(folder, "p")
+    assert (s.state, s.phase, s.analysis_done, s.analysis_total) == ("analyzing", "analysis", 1, 4)
+    assert s.analysis_fraction == 0.25 and s.eta_seconds is not None

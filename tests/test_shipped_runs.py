@@ -84,3 +84,34 @@ def test_the_showcase_shows_what_pruning_buys(monkeypatch):
     students = timed[timed.unit.str.startswith("pruned_")]
     assert drawn == len(students)
     assert [t for t in fig.data if t.name == "fine-tuned teacher (dense)"][0].x[0] == 1.0
+
+
+def test_the_demo_ships_compact_weights_that_reproduce_its_predictions():
+    """The shipped demo keeps its teacher and two students as compact weights (issue 13: maps on
+    first open, ≤ 25 MB): each, rebuilt from the packaged model, answers the demo's dev set as the
+    stored predictions (made with the full float32 checkpoints) say."""
+    import torch
+
+    from kaviz.analysis.unit_view import load_run_tokenizer, load_unit_model
+    from kaviz.core.config import RunConfig
+    from kaviz.data.tasks import load_task
+
+    run = RunStore(ASSETS).open_run("demo")
+    kept = [u for u in run.units()["unit"] if run.has_weights(u)]
+    assert "finetuned" in kept and len(kept) >= 3
+    size = sum(f.stat().st_size for u in kept for f in run.compact_dir(u).iterdir())
+    assert size <= 25e6
+    cfg = RunConfig.from_dict(run.config)
+    dev = load_task(cfg.task, seed=cfg.seed).dev
+    tok = load_run_tokenizer(run)
+    enc = tok(list(dev["text_a"]), truncation=True, max_length=cfg.task.max_length, padding=True, return_tensors="pt")
+    stored = run.unit_table("predictions")
+    for unit in kept:
+        model = load_unit_model(run, unit)
+        with torch.no_grad():
+            pred = torch.cat(
+                [model(**{k: v[i : i + 100] for k, v in enc.items()}).logits for i in range(0, len(dev), 100)]
+            )
+        want = stored[stored["unit"] == unit].sort_values("example")["prediction"].to_numpy()
+        agree = (pred.argmax(-1).numpy() == want).mean()
+        assert agree >= 0.995, (unit, agree)  # float16-exact weights: a borderline example may flip

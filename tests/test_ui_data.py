@@ -108,7 +108,8 @@ def test_list_runs_over_folders(tmp_path):
     assert list(runs["run_id"]) == ["new", "old", "junk"]
     assert list(runs["status"]) == ["running", "running", "unreadable"]
     assert runs.loc[0, "folder"] == str(tmp_path / "two")
-    assert ui_data.run_label(runs.iloc[0]) == "new · running · 0/1 units · two"
+    assert ui_data.run_label(runs.iloc[0]) == "new · two"
+    assert ui_data.run_state(runs.iloc[0]) == "running · 0/1 units · yours: two"
     assert ui_data.list_runs([str(tmp_path / "missing")]).empty
 
 
@@ -125,3 +126,19 @@ def test_featured_runs_lead_the_listing(tmp_path):
     assert not ui_data.run_label(runs.iloc[1]).startswith("★")
     store.open_run("old-showcase").set_featured(False)
     assert list(ui_data.list_runs([str(tmp_path / "r")]).run_id) == ["newest", "newer", "old-showcase"]
+
+
+def test_run_labels_say_where_a_run_comes_from():
+    shipped = {"run_id": "showcase-sst2", "folder": str(ui_data.DEMO_RUNS), "featured": True, "status": "complete"}
+    mine = {
+        "run_id": "mine",
+        "folder": "/somewhere/runs",
+        "featured": None,
+        "status": "failed",
+        "n_done": 1,
+        "n_units": 4,
+    }
+    assert ui_data.run_label(shipped) == "★ showcase-sst2 · shipped"
+    assert ui_data.run_label(mine) == "mine · runs"
+    assert ui_data.run_state(mine) == "failed · 1/4 units · yours: runs"
+    assert ui_data.run_state(shipped) == "complete · shipped"

@@ -8,6 +8,7 @@ checkpoints (e.g. a shipped demo run) gives None, and callers explain that.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -37,13 +38,40 @@ def load_unit_model(run: Run, unit: str) -> nn.Module | None:
     ckpt = run.checkpoint_dir(unit)
     if ckpt is None:
         compact = run.compact_dir(unit)
-        if compact is None:
-            return None
-        from kaviz.train.compact import load_compact
+        if compact is not None:
+            from kaviz.train.compact import load_compact
 
-        return load_compact(compact)
+            return load_compact(compact)
+        return _pretrained_offline(run) if unit == "pretrained" else None
     cfg = AutoConfig.from_pretrained(str(ckpt))
     return load_model(str(ckpt), ModelConfig(), cfg.num_labels, cfg.problem_type == "regression").eval()
+
+
+def _pretrained_offline(run: Run) -> nn.Module | None:
+    """The pre-trained stage rebuilt as the run built it (the configured model, a head initialised
+    under the run's seed), when that needs no download: the packaged model, the tiny model or a
+    local folder; else None."""
+    from kaviz.core.config import PACKAGED_MODEL, TINY_MODEL, RunConfig
+    from kaviz.train.models import load_pretrained
+
+    cfg = RunConfig.from_dict(run.config)
+    source = cfg.model.name_or_path
+    if source not in (PACKAGED_MODEL, TINY_MODEL) and not Path(source).expanduser().is_dir():
+        return None
+    heads = [_head_of(run, u) for u in run.units()["unit"] if u != "pretrained"]
+    num_labels, regression = next((h for h in heads if h is not None), (2, False))
+    return load_pretrained(cfg.model, num_labels, regression, seed=cfg.seed).eval()
+
+
+def _head_of(run: Run, unit: str) -> tuple[int, bool] | None:
+    """(num_labels, regression) from a unit's stored model config, without loading weights."""
+    from transformers import AutoConfig
+
+    folder = run.checkpoint_dir(unit) or run.compact_dir(unit)
+    if folder is None:
+        return None
+    cfg = AutoConfig.from_pretrained(str(folder))
+    return cfg.num_labels, cfg.problem_type == "regression"
 
 
 def store_compact(source: Run, dest: Run, units: list[str]) -> list[dict]:

@@ -95,6 +95,54 @@ def parse_imports(entries: list[str]) -> list[tuple[str, str, float]]:
 TEACHER_MARGIN = 0.01
 
 
+def check_inputs(cfg: RunConfig, units: list[dict] | None = None, *, load_data: bool = True):
+    """Fail before anything is written on what can be checked cheaply: local model paths, the STS
+    file, structured targets against the model's shape, and the task's data (read and validated,
+    then returned for reuse; skipped with ``load_data=False``, e.g. a hub dataset the app would
+    otherwise download before launching).  The one check ``kaviz run`` and the app's New-run form run.
+
+    Raises ModelNotFoundError, TaskError or ConfigError naming the field and the path."""
+    units = plan_units(cfg) if units is None else units
+    m = cfg.model
+    for source in (m.name_or_path, m.finetuned, *[path for _, path, _ in parse_imports(cfg.import_students)]):
+        if source and source != TINY_MODEL:
+            resolve_source(source)  # a missing local folder or one without config.json raises here
+    an = cfg.analysis
+    if an.enabled and an.general_probe in ("auto", "sts"):
+        check_sts_path(an.sts_path)
+    _check_structured(cfg, units)
+    if not load_data:
+        return None
+    task = load_task(cfg.task, seed=cfg.seed)
+    calibrated = sorted({u["method"] for u in units if u["method"] in CALIBRATION_METHODS})
+    n, n_train = cfg.pruning.calibration_examples, len(task.train)
+    if calibrated and n > n_train:
+        msg = f"{', '.join(calibrated)} would calibrate on {n} examples, but the training set has {n_train}"
+        raise ConfigError(problems=[("pruning.calibration_examples", msg)])
+    return task
+
+
+def _check_structured(cfg: RunConfig, units: list[dict]) -> None:
+    """Structured units must leave every layer a head and a neuron: their targets are checked
+    against the model's shape (its config only) before anything trains."""
+    asked = sorted({u["sparsity"] for u in units if u["method"] == "structured"})
+    if not asked:
+        return
+    m = cfg.model
+    if m.name_or_path == TINY_MODEL:
+        config = tiny_bert_config(2, 2)
+    else:
+        from transformers import AutoConfig
+
+        config = AutoConfig.from_pretrained(resolve_source(m.name_or_path), revision=m.revision)
+    limit = structured_limit(config)
+    over = [s for s in asked if s > limit]
+    if over:
+        msg = (f"structured pruning can remove at most {limit:.1%} of this model's encoder weights (every layer "
+               f"keeps one head and one FFN neuron); {over} asked")  # fmt: skip
+        raise ConfigError(problems=[("sparsities", msg)])
+
+
 class Pipeline:
     """``Pipeline(cfg, store).run()`` executes every unit not yet done and returns the run."""
 
@@ -161,43 +209,7 @@ class Pipeline:
         return run
 
     def _preflight(self):
-        """Fail before anything is written on what can be checked cheaply: the task's data (read
-        and validated here, then reused) and local model paths."""
-        m = self.cfg.model
-        for source in (m.name_or_path, m.finetuned, *[path for _, path, _ in parse_imports(self.cfg.import_students)]):
-            if source and source != TINY_MODEL:
-                resolve_source(source)  # a missing local folder or one without config.json raises here
-        an = self.cfg.analysis
-        if an.enabled and an.general_probe in ("auto", "sts"):
-            check_sts_path(an.sts_path)
-        self._check_structured()
-        task = load_task(self.cfg.task, seed=self.cfg.seed)
-        calibrated = sorted({u["method"] for u in self.units if u["method"] in CALIBRATION_METHODS})
-        n, n_train = self.cfg.pruning.calibration_examples, len(task.train)
-        if calibrated and n > n_train:
-            msg = f"{', '.join(calibrated)} would calibrate on {n} examples, but the training set has {n_train}"
-            raise ConfigError(problems=[("pruning.calibration_examples", msg)])
-        return task
-
-    def _check_structured(self) -> None:
-        """Structured units must leave every layer a head and a neuron: their targets are checked
-        against the model's shape (its config only) before anything trains."""
-        asked = sorted({u["sparsity"] for u in self.units if u["method"] == "structured"})
-        if not asked:
-            return
-        m = self.cfg.model
-        if m.name_or_path == TINY_MODEL:
-            config = tiny_bert_config(2, 2)
-        else:
-            from transformers import AutoConfig
-
-            config = AutoConfig.from_pretrained(resolve_source(m.name_or_path), revision=m.revision)
-        limit = structured_limit(config)
-        over = [s for s in asked if s > limit]
-        if over:
-            msg = (f"structured pruning can remove at most {limit:.1%} of this model's encoder weights (every layer "
-                   f"keeps one head and one FFN neuron); {over} asked")  # fmt: skip
-            raise ConfigError(problems=[("sparsities", msg)])
+        return check_inputs(self.cfg, self.units)
 
     def _stored_config(self) -> dict:
         """The config to create or resume with: a run made by an older kaviz, whose stored config

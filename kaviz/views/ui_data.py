@@ -93,13 +93,30 @@ def run_methods(runs: pd.DataFrame) -> list[str]:
     return [m for m in dict.fromkeys(names) if m]
 
 
+def run_origin(row: pd.Series | dict) -> str:
+    """``"shipped"`` for the runs that come with kaviz (assets/runs), else ``"yours: <folder name>"``."""
+    folder = Path(str(row["folder"])).expanduser()
+    try:
+        shipped = folder.resolve() == DEMO_RUNS.resolve()
+    except OSError:
+        shipped = False
+    return "shipped" if shipped else f"yours: {folder.name or folder}"
+
+
 def run_label(row: pd.Series | dict) -> str:
-    """``"demo-tiny · complete · 22/22 units · runs"``: how the run picker shows a run."""
-    done, total = row.get("n_done"), row.get("n_units")
-    units = f" · {done}/{total} units" if pd.notna(done) and pd.notna(total) else ""
+    """``"★ showcase-sst2 · shipped"``, ``"demo-tiny · runs"``: how the run picker names a run, short
+    enough for the sidebar (its status is :func:`run_state`, shown under the picker)."""
     featured = row.get("featured")
     star = "★ " if featured is not None and pd.notna(featured) and bool(featured) else ""
-    return f"{star}{row['run_id']} · {row['status']}{units} · {Path(str(row['folder'])).name}"
+    origin = run_origin(row)
+    return f"{star}{row['run_id']} · {origin.removeprefix('yours: ')}"
+
+
+def run_state(row: pd.Series | dict) -> str:
+    """``"complete · 22/22 units · yours: runs"``: the picked run's status, units and origin."""
+    done, total = row.get("n_done"), row.get("n_units")
+    units = f" · {done}/{total} units" if pd.notna(done) and pd.notna(total) else ""
+    return f"{row['status']}{units} · {run_origin(row)}"
 
 
 # ----- metrics tables ------------------------------------------------------------------------------
