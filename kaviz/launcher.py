@@ -230,9 +230,17 @@ def check_before_launch(cfg: RunConfig) -> None:
 
 
 def share_of_cores(folder: str | Path) -> int:
-    """CPU threads for a new background run: the cores split evenly with the runs still going
-    (two torch processes with all cores each ran 5-15x slower than one at a time on 2 cores)."""
-    return max(1, (os.cpu_count() or 1) // (len(live_launches(folder)) + 1))
+    """CPU threads for a new background run: the cores split evenly with the runs still going, and
+    no more than the cores the machine's load leaves idle (two torch processes with all cores each
+    ran 5-15x slower than one at a time on 2 cores; so did a launch with 2 threads beside a training
+    started outside the app, which the launch files do not know about)."""
+    cores = os.cpu_count() or 1
+    share = cores // (len(live_launches(folder)) + 1)
+    try:
+        idle = int(cores - os.getloadavg()[0] + 0.5)
+    except OSError:  # pragma: no cover - no load average on this platform
+        idle = cores
+    return max(1, min(share, idle))
 
 
 def launch(folder: str | Path, config: RunConfig, *, resume: bool = False) -> LaunchStatus:
@@ -293,8 +301,8 @@ def status(folder: str | Path, name: str) -> LaunchStatus:
         current = str(running.iloc[0]) if len(running) else None
         finished = units[units["status"] == "done"]
         if run.config.get("analysis", {}).get("enabled", True) and not info.get("no_analyze"):
-            marks = [run.has_unit_table(u, ANALYSED_MARK) for u in finished["unit"]]
-            a_done, a_total = sum(marks), len(marks)
+            a_done = sum(run.has_unit_table(u, ANALYSED_MARK) for u in finished["unit"])
+            a_total = total  # every planned unit is analysed once trained
         warnings = _warnings(run.log_path)
         if run_status == "complete":
             eta = _eta_analysis(run, finished, a_done, a_total)

@@ -260,3 +260,66 @@ def test_attention_and_attribution_draw_maps_from_the_shipped_weights(shipped_se
         assert page.locator(".js-plotly-plot").count() == 2  # agreement over sparsity, token attributions
         assert not page.locator('[data-testid="stException"]').count()
         page.screenshot(path=str(tmp_path / "attribution.png"), full_page=True)
+
+
+@pytest.fixture
+def empty_server(tmp_path):
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    proc, url = start_streamlit(APP, ROOT, runs, tmp_path / "streamlit.log")
+    try:
+        yield url, runs
+    finally:
+        stop_streamlit(proc)
+        from kaviz import launcher
+
+        for name in launcher.launches(runs):
+            launcher.stop(runs, name, timeout=5)
+
+
+def test_the_tiny_preset_launches_learns_and_is_selected(empty_server, tmp_path):
+    """Issue 14: launch the tiny preset from the form (a real `kaviz run` in the background), watch
+    the training bar, then the analysis bar, reach completion, find the run selected in the
+    sidebar, and check on disk that its teacher beats the constant answer."""
+    from kaviz.analysis.evidence import constant_answer
+    from kaviz.store import RunStore
+
+    url, runs = empty_server
+    with chromium_page() as page:
+        page.goto(f"{url}/new_run")
+        settle(page, charts=False)
+        name = page.get_by_role("textbox", name="Run name")
+        sync_api = pytest.importorskip("playwright.sync_api")
+        sync_api.expect(name).to_have_value("demo-tiny", timeout=15_000)  # the tiny preset, the default
+        page.get_by_role("button", name="Launch").click()
+        seen_training = seen_analysis = False
+        deadline = time.monotonic() + 420
+        while time.monotonic() < deadline:
+            body = page.locator('[data-testid="stMain"]').inner_text()
+            seen_training |= "Training: " in body
+            seen_analysis |= "Analysis: " in body
+            if "demo-tiny · complete" in body.replace("**", ""):
+                break
+            assert "· failed" not in body, body[-3000:]
+            page.wait_for_timeout(1000)
+        else:
+            raise AssertionError(f"not complete after 420 s: {body[-2000:]}")
+        assert seen_training and seen_analysis, "a phase never showed its bar"
+        settle(page, charts=False)
+        page.screenshot(path=str(tmp_path / "new_run_done.png"), full_page=True)
+        sidebar = page.locator('[data-testid="stSidebar"]')
+        picker = sidebar.locator('[data-testid="stSelectbox"]').first
+        shown = (picker.text_content() or "") + " ".join(
+            picker.locator("input").evaluate_all("e => e.map(i => i.value)")
+        )
+        assert "demo-tiny · runs" in shown, shown  # selected in the run picker
+        assert "complete · 17/17 units · yours: runs" in sidebar.inner_text()
+        assert "no better than always answering" not in page.locator('[data-testid="stMain"]').inner_text()
+    run = RunStore(runs).open_run("demo-tiny")
+    assert run.status == "complete"
+    m = run.metrics()
+    teacher = float(m[(m.unit == "finetuned") & (m.metric == "score")].value.iloc[0])
+    preds = run.unit_table("predictions")
+    labels = preds[preds.unit == "finetuned"].sort_values("example").label.to_numpy()
+    best, _ = constant_answer("accuracy", labels)
+    assert teacher > best + 0.05, (teacher, best)

@@ -64,6 +64,9 @@ def test_tiny_demo_exports_every_stage_and_method(tmp_path):
     pruned = df[(df.stage == "pruned") & (df.metric == "encoder_sparsity")]
     assert set(pruned.method) == set(METHODS)
     assert (pruned.value - pruned.sparsity).abs().max() <= 0.005
+    # the preset learns (issue 14): the teacher is far above the constant answer (balanced labels: 0.5)
+    score = df[(df.metric == "score")].set_index("unit").value
+    assert score["finetuned"] >= 0.9 and score["pretrained"] <= 0.6
     target = tmp_path / "m.json"
     assert main(["export", str(out / "demo-tiny"), "--format", "json", "-o", str(target)]) == 0
     assert len(json.loads(target.read_text())) == len(df)

@@ -117,3 +117,15 @@ def test_bad_arguments():
     with pytest.raises(ValueError, match="n_dev must be a positive integer, got 0"):
         demo.generate(10, 0)
     assert set(CLAUSE_KINDS) >= demo.FLIPPING_KINDS
+
+
+def test_the_plain_grammar_is_one_clause_decided_by_its_adjective():
+    train, dev = demo.generate(300, 100, seed=3, grammar="plain")
+    for e in train + dev:
+        assert e.structure == "plain" and e.noise == "none" and e.rule_label == e.label
+        words = set(e.text.replace(",", " ").split())
+        polar = words & (set(demo.POSITIVE) | set(demo.NEGATIVE))
+        assert polar and all((w in demo.POSITIVE) == (e.label == 1) for w in polar), e.text
+    assert demo.generate(300, 100, seed=3, grammar="plain") == (train, dev)  # deterministic
+    with pytest.raises(ValueError, match="grammar"):
+        demo.generate(10, 10, grammar="hard")

@@ -218,6 +218,7 @@ def test_background_runs_share_the_cores(tmp_path, monkeypatch):
 
     monkeypatch.setattr(launcher, "Popen", FakeProc)
     monkeypatch.setattr(launcher.os, "cpu_count", lambda: 4)
+    monkeypatch.setattr(launcher.os, "getloadavg", lambda: (0.1, 0.1, 0.1))
     alive: set[str] = set()
     monkeypatch.setattr(launcher, "_alive", lambda pid, marker: (Path(marker).stem in alive, None))
     folder = tmp_path / "runs"
@@ -328,5 +329,16 @@ def test_status_counts_both_phases_and_reads_warnings(tmp_path, monkeypatch):
     run.set_status("complete")
     run.write_unit_table("pretrained", DONE_MARK, __import__("pandas").DataFrame({"x": [1]}))
     s = launcher.status(folder, "p")
-    assert (s.state, s.phase, s.analysis_done, s.analysis_total) == ("analyzing", "analysis", 1, 4)
+    assert (s.state, s.phase, s.analysis_done, s.analysis_total) == ("analyzing", "analysis", 1, 4)  # of all units
     assert s.analysis_fraction == 0.25 and s.eta_seconds is not None
+
+
+def test_a_busy_machine_gets_fewer_threads(tmp_path, monkeypatch):
+    """A training started outside the app (load 1 of 2 cores) leaves a launch one thread, not two."""
+    monkeypatch.setattr(launcher.os, "cpu_count", lambda: 2)
+    monkeypatch.setattr(launcher.os, "getloadavg", lambda: (1.1, 1.0, 1.0))
+    assert launcher.share_of_cores(tmp_path) == 1
+    monkeypatch.setattr(launcher.os, "getloadavg", lambda: (0.2, 0.2, 0.2))
+    assert launcher.share_of_cores(tmp_path) == 2
+    monkeypatch.setattr(launcher.os, "getloadavg", lambda: (7.0, 7.0, 7.0))
+    assert launcher.share_of_cores(tmp_path) == 1

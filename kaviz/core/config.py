@@ -61,6 +61,11 @@ class TaskConfig:
     max_length: int = _help("Maximum tokens per example (longer inputs are truncated).", default=128)
     demo_train_size: int = _help("Demo task: training examples generated.", default=2000)
     demo_dev_size: int = _help("Demo task: dev examples generated.", default=500)
+    demo_grammar: Literal["full", "plain"] = _help(
+        "Demo task: 'full' (negation, contrast, unseen dev adjectives, label noise: needs what a pre-trained "
+        "model knows) or 'plain' (one plain clause, the adjective decides: a random model learns it in seconds).",
+        default="full",
+    )
 
 
 @dataclass

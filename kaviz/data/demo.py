@@ -278,14 +278,27 @@ def _ambiguous_sentence(rng: random.Random, rare_rate: float) -> str:
     ])  # fmt: skip
 
 
-def _split(rng: random.Random, n: int, seen: set[str], rare_rate: float) -> list[DemoExample]:
+def _plain_sentence(rng: random.Random, label: int) -> tuple[str, str]:
+    """One plain clause whose adjective decides the label ("the plot was clever"), with a prefix/suffix."""
+    word = rng.choice(POSITIVE if label == 1 else NEGATIVE)
+    cl = clause("plain", rng.choice(SINGULAR + PLURAL), word, rng)
+    prefix, suffix = rng.choice(PREFIXES), rng.choice(SUFFIXES)
+    if "overall" in prefix and "overall" in suffix:
+        suffix = ""
+    return f"{prefix}{cl.text}{suffix}", cl.kind
+
+
+def _split(rng: random.Random, n: int, seen: set[str], rare_rate: float, plain: bool = False) -> list[DemoExample]:
     labels = [i % 2 for i in range(n)]
     rng.shuffle(labels)
     out: list[DemoExample] = []
     for label in labels:
         for _ in range(1000):
             r = rng.random()
-            if r < AMBIGUOUS_RATE:
+            if plain:
+                text, structure = _plain_sentence(rng, label)
+                rule, noise = label, "none"
+            elif r < AMBIGUOUS_RATE:
                 text, rule, structure, noise = _ambiguous_sentence(rng, rare_rate), -1, "ambiguous", "ambiguous"
             elif r < AMBIGUOUS_RATE + FLIP_RATE:
                 text, structure = _rule_sentence(rng, 1 - label, rare_rate)
@@ -302,9 +315,16 @@ def _split(rng: random.Random, n: int, seen: set[str], rare_rate: float) -> list
     return out
 
 
-def generate(n_train: int, n_dev: int, seed: int = 42) -> tuple[list[DemoExample], list[DemoExample]]:
+def generate(
+    n_train: int, n_dev: int, seed: int = 42, grammar: str = "full"
+) -> tuple[list[DemoExample], list[DemoExample]]:
     """Generate ``n_train`` and ``n_dev`` examples: deterministic for a seed, no sentence in both splits,
-    labels balanced within each split (counts differ by at most one)."""
+    labels balanced within each split (counts differ by at most one).
+
+    ``grammar="plain"``: every sentence one plain clause whose (seen) adjective decides the label, no
+    noise: a task a randomly initialised model learns in seconds (the tiny demo's)."""
+    if grammar not in ("full", "plain"):
+        raise ValueError(f"demo task: grammar must be 'full' or 'plain', got {grammar!r}")
     for name, n in (("n_train", n_train), ("n_dev", n_dev)):
         if isinstance(n, bool) or not isinstance(n, int) or n < 1:
             raise ValueError(f"demo task: {name} must be a positive integer, got {n!r}")
@@ -312,6 +332,7 @@ def generate(n_train: int, n_dev: int, seed: int = 42) -> tuple[list[DemoExample
         raise ValueError(f"demo task: at most 200000 examples in all, got {n_train} + {n_dev}")
     rng = random.Random(seed)
     seen: set[str] = set()
-    train = _split(rng, n_train, seen, rare_rate=0.0)
-    dev = _split(rng, n_dev, seen, rare_rate=RARE_RATE_DEV)
+    plain = grammar == "plain"
+    train = _split(rng, n_train, seen, rare_rate=0.0, plain=plain)
+    dev = _split(rng, n_dev, seen, rare_rate=0.0 if plain else RARE_RATE_DEV, plain=plain)
     return train, dev

@@ -135,7 +135,7 @@ def load_task(cfg: TaskConfig, seed: int = 42) -> TaskData:
     if name is None:
         raise TaskError(unknown("task.name", cfg.name, ("demo", "custom", *GLUE_TASKS), "task"))
     if name == "demo":
-        task = demo_task(cfg.demo_train_size, cfg.demo_dev_size, seed)
+        task = demo_task(cfg.demo_train_size, cfg.demo_dev_size, seed, grammar=cfg.demo_grammar)
     elif name == "custom":
         task = load_custom(cfg, seed)
     elif cfg.path:
@@ -147,10 +147,10 @@ def load_task(cfg: TaskConfig, seed: int = 42) -> TaskData:
     return TaskData(task.spec, train, dev)
 
 
-def demo_task(n_train: int, n_dev: int, seed: int = 42) -> TaskData:
+def demo_task(n_train: int, n_dev: int, seed: int = 42, grammar: str = "full") -> TaskData:
     """The built-in sentiment task (see :mod:`kaviz.data.demo`): balanced, deterministic, disjoint splits."""
     try:
-        train, dev = _demo.generate(n_train, n_dev, seed)
+        train, dev = _demo.generate(n_train, n_dev, seed, grammar=grammar)
     except ValueError as e:
         raise TaskError(str(e)) from e
     return TaskData(
