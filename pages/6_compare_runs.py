@@ -7,6 +7,7 @@ import streamlit as st
 from kaviz.analysis import compare
 from kaviz.views import plots_compare, ui_data
 from pages._common import (
+    RUN,
     all_runs,
     constant_answer,
     curve,
@@ -25,6 +26,14 @@ from pages._common import (
 )
 
 MAX_OVERLAY = 50  # runs drawn at once in the overlay
+
+
+def dropped(reasons) -> None:
+    """A caption listing the picked runs a section leaves out, and why."""
+    reasons = list(reasons)
+    if reasons:
+        st.caption("Not shown: " + "; ".join(reasons) + ".")
+
 
 st.title("Compare runs")
 leave_legacy_pages_mode()
@@ -66,7 +75,16 @@ else:
 rows = {r["path"]: r for r in matching.to_dict("records")}
 dupes = matching["run_id"].duplicated(keep=False).set_axis(matching["path"])
 label = {p: r["run_id"] + (f" ({Path(r['folder']).name})" if dupes[p] else "") for p, r in rows.items()}
-paths = pick("Runs", list(rows), "compare_runs", many=True, default=list(rows)[:2], format_func=label.get)
+current = st.session_state.get(RUN)
+first_two, why = compare.default_pair(matching, (current["folder"], current["run_id"]) if current else None)
+paths = pick("Runs", list(rows), "compare_runs", many=True, default=first_two, format_func=label.get)
+if why and set(paths) == set(first_two):
+    st.caption(f"Opened on two runs of different tasks: {why}.")
+picked_tasks = {rows[p]["task"] for p in paths}
+if len(picked_tasks) > 1:
+    st.warning(
+        f"These runs are of different tasks ({', '.join(sorted(map(str, picked_tasks)))}): their scores do not compare."
+    )
 if len(paths) < 2:
     st.info("Pick at least two runs.")
     st.stop()
@@ -85,6 +103,7 @@ else:
     metric = pick("Metric", options, "compare_metric", container=c[0])
     x = c[1].radio("Sparsity axis", ["measured", "target"], horizontal=True, key="compare_x")
     curves = {n: read(curve, *keys[n], metric, "std") for n in names if metric in present[n]}
+    dropped(f"{n}: no {metric} yet" for n in names if metric not in present[n])
     table = compare.stack(curves)
     constants = {n: read(constant_answer, *keys[n], metric) for n in curves}
     constants = {n: v for n, v in constants.items() if v is not None}
@@ -93,7 +112,8 @@ else:
 
 st.subheader("Knowledge per layer")
 knowledge = {n: read(run_knowledge, *k) for n, k in keys.items()}
-kmetrics, ksparsities = compare.knowledge_options(knowledge)
+kmetrics, _ = compare.knowledge_options(knowledge)
+shared, ksparsities = compare.shared_sparsities(knowledge)
 if not kmetrics or not ksparsities:
     st.info("None of these runs has knowledge tables of pruned students yet (`kaviz analyze RUN` computes them).")
 else:
@@ -106,15 +126,18 @@ else:
         index=kmetrics.index("linear_cka") if "linear_cka" in kmetrics else 0,
     )
     ref = c[1].radio("Against", ["finetuned", "pretrained"], horizontal=True, key="compare_reference")
+    offered = shared or ksparsities  # the sparsities every run has, else any (and say who drops out)
     ks = pick(
         "Target sparsity",
-        ksparsities,
+        offered,
         "compare_ksparsity",
         container=c[2],
-        index=len(ksparsities) - 1,
+        index=len(offered) - 1,
         format_func=lambda s: f"{100 * s:g}%",
+        help="The target sparsities all these runs' students share" if shared else "No sparsity is shared by all runs",
     )
     kcurves = compare.knowledge_curves(knowledge, kmetric, ref, ks)
+    dropped(f"{n}: {why}" for n, why in compare.knowledge_dropped(knowledge, kmetric, ref, ks).items())
     if kcurves.empty:
         st.info(f"No {kmetric} rows against the {ref} model at {100 * ks:g}% in these runs.")
     else:
@@ -148,12 +171,12 @@ show_masks = st.toggle(
 )
 if run_a != run_b and show_masks:
     ka, kb = keys[run_a], keys[run_b]
-    pairs = compare.matching_units(read(run_units, *ka), read(run_units, *kb))
-    pairs = pairs[pairs["unit_a"].isin(read(run_checkpoints, *ka)) & pairs["unit_b"].isin(read(run_checkpoints, *kb))]
+    pairs, reason = compare.mask_pairs(
+        read(run_units, *ka), read(run_units, *kb), read(run_checkpoints, *ka), read(run_checkpoints, *kb)
+    )
     if pairs.empty:
-        st.info("No method and sparsity with checkpoints in both runs (runs copied without weights have tables only).")
+        st.info(f"No mask overlap for {run_a} and {run_b}: {reason}.")
     else:
-        pairs = pairs.reset_index(drop=True)
         text = [f"{r.method} at {100 * r.sparsity:g}% (seed {r.seed})" for r in pairs.itertuples()]
         i = pick("Student", list(range(len(pairs))), "compare_mask_pair", format_func=text.__getitem__)
         try:

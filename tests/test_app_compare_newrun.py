@@ -449,3 +449,17 @@ def test_a_failed_launch_can_be_dismissed(new_run, folder, monkeypatch):
     assert not new_run.exception
     assert launcher.launches(folder) == []
     assert not any("doomed" in m.value for m in new_run.markdown)
+
+
+def test_compare_says_which_runs_a_section_drops_and_why(folder, monkeypatch):
+    """Issue 14: a run without knowledge tables drops out of Knowledge per layer with the reason
+    shown, instead of silently."""
+    for table in (folder / "b").glob("units/*/knowledge.parquet"):
+        table.unlink()
+    monkeypatch.setenv("KAVIZ_RUNS", str(folder))
+    at = open_page(COMPARE)
+    assert not at.exception
+    assert sorted(at.multiselect(key="compare_runs").value) == sorted(str(folder / n) for n in ("a", "b"))
+    captions = " ".join(c.value for c in at.caption)
+    assert "Not shown: b: no knowledge tables yet" in captions, captions
+    assert not at.warning  # one task: no cross-task warning

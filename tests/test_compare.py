@@ -270,3 +270,68 @@ def test_filter_runs_and_pareto_directions():
     pts = pd.DataFrame(dict(sparsity=[0.5, 0.9, 0.9], nonzero_params=[50, 10, 10], score=[0.9, 0.8, 0.7]))
     assert list(pareto_front(pts, "sparsity").score) == [0.9, 0.8]  # sparser is better
     assert list(pareto_front(pts, "nonzero_params").score) == [0.8, 0.9]  # fewer weights is better
+
+
+def listing(*rows):
+    return pd.DataFrame(
+        [{"path": f"/r/{n}", "folder": "/r", "run_id": n, "task": t} for n, t in rows],
+        columns=["path", "folder", "run_id", "task"],
+    )
+
+
+def test_default_pair_prefers_the_current_runs_task():
+    runs = listing(("new-sst2", "sst2"), ("mrpc-1", "mrpc"), ("old-sst2", "sst2"), ("mrpc-2", "mrpc"))
+    assert compare.default_pair(runs, ("/r", "mrpc-2")) == (["/r/mrpc-2", "/r/mrpc-1"], None)
+    assert compare.default_pair(runs, None) == (["/r/new-sst2", "/r/old-sst2"], None)  # the first task with two
+    lonely = listing(("cola", "cola"), ("a", "sst2"), ("b", "sst2"))
+    pair, note = compare.default_pair(lonely, ("/r", "cola"))
+    assert pair == ["/r/a", "/r/b"] and "no other run of cola's task (cola)" in note
+    pair, note = compare.default_pair(listing(("x", "sst2"), ("y", "mrpc")), None)
+    assert pair == ["/r/x", "/r/y"] and "no two runs share a task" in note
+
+
+def knowledge_rows(sparsities, metric="linear_cka", reference="finetuned"):
+    return pd.DataFrame(
+        [
+            {"unit": f"u{s}", "stage": "pruned", "method": "m", "sparsity": s, "seed": 42, "budget": None,
+             "reference": reference, "layer": 1, "ref_layer": 1, "head": -1, "metric": metric, "value": 0.5}
+            for s in sparsities
+        ]
+    )  # fmt: skip
+
+
+def test_shared_sparsities_and_why_a_run_drops_out():
+    tables = {
+        "a": knowledge_rows([0.5, 0.9]),
+        "b": knowledge_rows([0.5]),
+        "c": pd.DataFrame(),
+        "d": knowledge_rows([0.5, 0.9], reference="pretrained"),
+    }
+    assert compare.shared_sparsities(tables) == ([0.5], [0.5, 0.9])
+    why = compare.knowledge_dropped(tables, "linear_cka", "finetuned", 0.9)
+    assert why == {
+        "b": "no pruned student at 90% (it has 50%)",
+        "c": "no knowledge tables yet (`kaviz analyze` computes them)",
+        "d": "no linear_cka against the fine-tuned teacher",
+    }
+    assert compare.knowledge_dropped(tables, "linear_cka", "finetuned", 0.5) == {
+        "c": why["c"],
+        "d": why["d"],
+    }
+
+
+def test_mask_pairs_say_why_none_compare():
+    def units(seed, methods=("m",)):
+        return pd.DataFrame(
+            [{"unit": f"p_{m}_{seed}", "stage": "pruned", "method": m, "sparsity": 0.5, "seed": seed, "status": "done"}
+             for m in methods]
+        )  # fmt: skip
+
+    pairs, why = compare.mask_pairs(units(42), units(43), ["p_m_42"], ["p_m_43"])
+    assert pairs.empty and "different seeds (A: 42; B: 43)" in why
+    pairs, why = compare.mask_pairs(units(42), units(42, ("other",)), ["p_m_42"], ["p_other_42"])
+    assert pairs.empty and "no pruned student of the same method and sparsity" in why
+    pairs, why = compare.mask_pairs(units(42), units(42), ["p_m_42"], [])
+    assert pairs.empty and "run B kept no weights" in why
+    pairs, why = compare.mask_pairs(units(42), units(42), ["p_m_42"], ["p_m_42"])
+    assert why is None and list(pairs["unit_a"]) == ["p_m_42"]

@@ -10,7 +10,7 @@ the app's compare page loads fast.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -295,3 +295,98 @@ def unit_masks(run_a: Run, unit_a: str, run_b: Run, unit_b: str) -> tuple[pd.Dat
         [surviving_heads(model_a).assign(unit="a"), surviving_heads(model_b).assign(unit="b")], ignore_index=True
     )
     return overlap, heads
+
+
+# ----- what a comparison can show, and why a run drops out -------------------------------------------
+
+
+def default_pair(runs: pd.DataFrame, current: tuple[str, str] | None = None) -> tuple[list[str], str | None]:
+    """The paths of the two runs Compare opens with, and a note when they are not of one task.
+
+    ``runs`` is a listing (:func:`kaviz.views.ui_data.list_runs` order: featured, then newest);
+    ``current``: (folder, run_id) of the run picked in the sidebar.  Preferred: the current run and
+    the newest other run of its task; else the first task with two runs; else the first two runs,
+    with the reason."""
+    if len(runs) < 2:
+        return list(runs["path"]), None
+    rows = runs.to_dict("records")
+    first = next((r for r in rows if current and (r["folder"], r["run_id"]) == tuple(current)), None)
+    if first is not None:
+        same = [r for r in rows if r["task"] == first["task"] and r["path"] != first["path"]]
+        if same:
+            return [first["path"], same[0]["path"]], None
+    for task in dict.fromkeys(r["task"] for r in rows):
+        of_task = [r["path"] for r in rows if r["task"] == task]
+        if len(of_task) >= 2:
+            note = (
+                None if first is None else f"no other run of {first['run_id']}'s task ({first['task']}) to compare with"
+            )
+            return of_task[:2], note
+    return [rows[0]["path"], rows[1]["path"]], "no two runs share a task: their scores are on different tasks"
+
+
+def pruned_sparsities(table: pd.DataFrame) -> set[float]:
+    """Target sparsities of the pruned units in a knowledge (or metrics) table."""
+    if table.empty:
+        return set()
+    return {round(float(s), 6) for s in table.loc[table["stage"] == "pruned", "sparsity"].dropna()}
+
+
+def shared_sparsities(tables: Mapping[str, pd.DataFrame]) -> tuple[list[float], list[float]]:
+    """(shared, all): the pruned target sparsities every run with knowledge tables has, and any has."""
+    sets = [pruned_sparsities(df) for df in tables.values() if not df.empty]
+    sets = [s for s in sets if s]
+    if not sets:
+        return [], []
+    return sorted(set.intersection(*sets)), sorted(set.union(*sets))
+
+
+def knowledge_dropped(
+    tables: Mapping[str, pd.DataFrame], metric: str, reference: str, sparsity: float
+) -> dict[str, str]:
+    """run -> why :func:`knowledge_curves` has no curve for it at ``sparsity``."""
+    out = {}
+    for label, df in tables.items():
+        if df.empty:
+            out[label] = "no knowledge tables yet (`kaviz analyze` computes them)"
+            continue
+        if round(float(sparsity), 6) not in pruned_sparsities(df):
+            have = ", ".join(f"{100 * s:g}%" for s in sorted(pruned_sparsities(df))) or "none"
+            out[label] = f"no pruned student at {100 * sparsity:g}% (it has {have})"
+            continue
+        rows = schema.layer_rows(df)
+        if not ((rows["metric"] == metric) & (rows["reference"] == reference)).any():
+            out[label] = f"no {metric} against the {schema.REFERENCE_NAMES.get(reference, reference)}"
+    return out
+
+
+def mask_pairs(
+    units_a: pd.DataFrame, units_b: pd.DataFrame, weights_a: Sequence[str], weights_b: Sequence[str]
+) -> tuple[pd.DataFrame, str | None]:
+    """Students of two runs whose masks can be compared (same method, sparsity and seed, weights in
+    both), and when there is none, the reason: no method and sparsity in common, different seeds,
+    or no weights kept."""
+    pairs = matching_units(units_a, units_b)
+    if pairs.empty:
+        keys = ["method", "sparsity"]
+
+        def done(u: pd.DataFrame) -> pd.DataFrame:
+            return u.loc[(u["stage"] == "pruned") & (u["status"] == "done"), [*keys, "seed"]]
+
+        common = done(units_a).merge(done(units_b), on=keys, suffixes=("_a", "_b"))
+        if common.empty:
+            return pairs, "the two runs have no pruned student of the same method and sparsity"
+        sa = ", ".join(str(int(s)) for s in sorted(common["seed_a"].unique()))
+        sb = ", ".join(str(int(s)) for s in sorted(common["seed_b"].unique()))
+        return (
+            pairs,
+            f"their students of the same method and sparsity have different seeds (A: {sa}; B: {sb}); masks are compared seed to seed",
+        )
+    kept = pairs[pairs["unit_a"].isin(list(weights_a)) & pairs["unit_b"].isin(list(weights_b))]
+    if kept.empty:
+        lacking = [n for n, w in (("A", weights_a), ("B", weights_b)) if not set(pairs[f"unit_{n.lower()}"]) & set(w)]
+        return kept, (
+            f"run {' and '.join(lacking) or 'A or B'} kept no weights for these students "
+            "(runs copied without checkpoints have tables only)"
+        )
+    return kept.reset_index(drop=True), None
