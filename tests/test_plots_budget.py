@@ -64,7 +64,7 @@ def test_budget_curves_draws_levels_and_rejects_unknown_axes():
     assert list(line.x) == [0.5, 1.0] and list(line.y) == pytest.approx([0.75, 0.85])
     band = [t for t in fig.data if t.name == "knowledge-aware spread"][0]
     assert list(band.y) == pytest.approx([0.8, 0.85, 0.85, 0.7])
-    assert "fine-tuned teacher (0.900)" in {t.name for t in fig.data}
+    assert "fine-tuned teacher (0.9)" in {t.name for t in fig.data}
     assert [s.y0 for s in fig.layout.shapes] == [0.9]
     with pytest.raises(ValueError, match="x 'steps'"):
         pb.budget_curves(pb.budget_curve_table(metrics()), x="steps")

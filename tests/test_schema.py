@@ -61,3 +61,12 @@ def test_shown_scores_scales_task_scores_only():
     assert out["value"].tolist() == pytest.approx([89.3, 81.25, 0.9, 1000])
     assert df["value"].tolist() == pytest.approx([0.893, 0.8125, 0.9, 1000])  # the input is left alone
     assert schema.shown_score(0.5) == 50 and schema.shown_score(None) is None
+
+
+def test_score_axes_stay_inside_the_metrics_range():
+    assert schema.score_axis_range([89.3], "accuracy") == pytest.approx([88.3, 90.3])  # not -50..150
+    assert schema.score_axis_range([0.5, 99.8], "f1") == pytest.approx([0.0, 100.0])  # padded, clamped
+    assert schema.score_axis_range([-20.0, 40.0], "matthews") == pytest.approx([-23.0, 43.0])
+    assert schema.score_axis_range([10.0, 40.0], "score")[0] == pytest.approx(8.5)
+    assert schema.score_axis_range([0.93], "linear_cka") is None
+    assert schema.score_axis_range([float("nan")], "accuracy") is None

@@ -58,6 +58,29 @@ def shown_scores(metrics: pd.DataFrame, columns: Sequence[str] = ("value",)) -> 
     return out
 
 
+def score_bounds(metric: str) -> tuple[float, float] | None:
+    """The range a shown task score can take (accuracy and F1 0..100; MCC, correlations and the
+    task's ``score``, which may be one of them, -100..100); None for other metrics."""
+    if metric not in TASK_METRICS:
+        return None
+    return (0.0, SCORE_SCALE) if metric in ("accuracy", "f1") else (-SCORE_SCALE, SCORE_SCALE)
+
+
+def score_axis_range(values: Sequence[float], metric: str) -> list[float] | None:
+    """A y range around ``values`` (padded by 5% of their spread, at least one point) that never
+    leaves the metric's bounds (:func:`score_bounds`), e.g. not -50..150 for one accuracy of 89.3;
+    None for metrics without bounds or without finite values."""
+    bounds = score_bounds(metric)
+    finite = [float(v) for v in values if v is not None and pd.notna(v)]
+    if bounds is None or not finite:
+        return None
+    lo, hi = min(finite), max(finite)
+    if lo >= 0:  # nothing below zero: the axis need not go there (MCC / correlations may)
+        bounds = (max(bounds[0], 0.0), bounds[1])
+    pad = max(0.05 * (hi - lo), 1.0)
+    return [max(bounds[0], lo - pad), min(bounds[1], hi + pad)]
+
+
 def shown_score(value: float | None) -> float | None:
     """One task score (a fraction) as shown: ×``SCORE_SCALE``; None stays None."""
     return None if value is None else float(value) * SCORE_SCALE

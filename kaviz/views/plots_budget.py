@@ -16,7 +16,7 @@ from plotly.subplots import make_subplots
 
 from kaviz.core import schema
 from kaviz.views.plots import method_color
-from kaviz.views.plots_sparsity import CONSTANT, LEVEL_STYLES, TEACHER, seed_band
+from kaviz.views.plots_sparsity import CONSTANT, LEVEL_STYLES, TEACHER, clamp_score_axis, seed_band
 
 XAxis = Literal["examples_seen", "train_seconds", "budget"]
 X_TITLES = {"examples_seen": "examples seen", "train_seconds": "training wall seconds", "budget": "budget (epochs)"}
@@ -120,7 +120,8 @@ def budget_curves(
     _refs(fig, refs or {}, cols)
     fig.update_yaxes(title_text=metric, row=1, col=1)
     fig.update_layout(legend={"title": "method"}, hovermode="closest", margin={"t": 40})
-    return fig
+    ref_values = [v for v in (refs or {}).values() if v is not None and np.isfinite(v)]
+    return clamp_score_axis(fig, metric, ref_values)
 
 
 def cka_budget_table(knowledge: pd.DataFrame, metrics: pd.DataFrame, kind: str = "linear_cka") -> pd.DataFrame:

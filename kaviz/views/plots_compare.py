@@ -12,7 +12,15 @@ from plotly.subplots import make_subplots
 
 from kaviz.views.plots import layer_role_grid, method_color
 from kaviz.views.plots_costs import add_front
-from kaviz.views.plots_sparsity import CONSTANT, Level, XAxis, run_style, stage_levels, value_over_sparsity
+from kaviz.views.plots_sparsity import (
+    CONSTANT,
+    Level,
+    XAxis,
+    clamp_score_axis,
+    run_style,
+    stage_levels,
+    value_over_sparsity,
+)
 
 
 def _check(df: pd.DataFrame, cols: list[str], what: str) -> None:
@@ -225,4 +233,5 @@ def overlay(points: pd.DataFrame, x: str = "sparsity") -> go.Figure:
     else:
         axis["type"] = "log"
     fig.update_layout(xaxis=axis, yaxis={"title": "score"}, legend={"title": "method"}, margin={"t": 30})
+    clamp_score_axis(fig, "score")
     return fig

@@ -114,7 +114,7 @@ def score_vs_cost(table: pd.DataFrame, x: XAxis = "speedup") -> go.Figure:
                 mode="markers",
                 name="fine-tuned teacher (dense)",
                 marker={"color": "#222222", "size": 13, "symbol": "x"},
-                hovertemplate="fine-tuned teacher: score %{y:.4f}, 1x<extra></extra>",
+                hovertemplate="fine-tuned teacher: score %{y:.4g}, 1x<extra></extra>",
             )
         )
         fig.add_vline(x=1.0, line={"dash": "dot", "color": "#999999", "width": 1})
@@ -126,4 +126,6 @@ def score_vs_cost(table: pd.DataFrame, x: XAxis = "speedup") -> go.Figure:
         hovermode="closest",
         margin={"t": 30},
     )
-    return fig
+    from kaviz.views.plots_sparsity import clamp_score_axis
+
+    return clamp_score_axis(fig, "score")

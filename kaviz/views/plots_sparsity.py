@@ -21,6 +21,7 @@ from typing import Literal
 import pandas as pd
 import plotly.graph_objects as go
 
+from kaviz.core import schema
 from kaviz.core.registry import STAGE_COLORS
 from kaviz.views.plots import MARKER_METHODS, _rgba, method_color
 from kaviz.views.ui_data import sparsity_curve_table, with_intervals
@@ -122,7 +123,7 @@ def _level_trace(level: Level, x_end: float, metric: str, runs: list[str]) -> go
         name=name,
         **extra,
         line={"color": color, "dash": dash, "width": width},
-        hovertemplate=f"{name}: {metric} %{{y:.4f}}<extra></extra>",
+        hovertemplate=f"{name}: {metric} %{{y:.4g}}<extra></extra>",
     )
 
 
@@ -189,7 +190,7 @@ def value_over_sparsity(
                     customdata=custom,
                     hovertemplate=(
                         f"<b>{name}</b><br>target %{{customdata[0]:.0%}}, measured %{{customdata[1]:.1%}}"
-                        f"<br>{metric} %{{y:.4f}} (%{{customdata[3]:.4f}} to %{{customdata[4]:.4f}},"
+                        f"<br>{metric} %{{y:.4g}} (%{{customdata[3]:.4g}} to %{{customdata[4]:.4g}},"
                         " %{customdata[2]} seeds)<extra></extra>"
                     ),
                 )
@@ -208,6 +209,17 @@ def value_over_sparsity(
         hovermode="closest",
         margin={"t": 30},
     )
+    clamp_score_axis(fig, metric)
+    return fig
+
+
+def clamp_score_axis(fig: go.Figure, metric: str, extra: Sequence[float] = ()) -> go.Figure:
+    """Set the y range of a task-score figure around its traces' values (and ``extra``, e.g. the
+    reference lines drawn as shapes), inside the metric's bounds (:func:`kaviz.core.schema.score_axis_range`)."""
+    values = [y for t in fig.data if getattr(t, "y", None) is not None for y in t.y if isinstance(y, (int, float))]
+    span = schema.score_axis_range([*values, *extra], metric)
+    if span is not None:
+        fig.update_yaxes(range=span)
     return fig
 
 
