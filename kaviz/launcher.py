@@ -141,6 +141,11 @@ def _paths(root: Path, name: str) -> dict[str, Path]:
 # ----- processes ----------------------------------------------------------------------------------
 
 
+def _marker(info: dict[str, Any], paths: dict[str, Path]) -> str:
+    """The argument that identifies a launch's process: its config file, or the run folder it analyses."""
+    return str(info.get("marker") or paths["yaml"])
+
+
 def _alive(pid: int, marker: str) -> tuple[bool, int | None]:
     """(alive, exit code if known) of ``pid``, which must still be running a command with the
     argument ``marker`` (the config path) so that a reused pid is not mistaken for ours."""
@@ -214,7 +219,7 @@ def live_launches(folder: str | Path) -> list[str]:
     for name in launches(root):
         paths = _paths(root, name)
         info = _read_info(paths["json"])
-        if info is not None and _alive(info["pid"], str(paths["yaml"]))[0]:
+        if info is not None and _alive(info["pid"], _marker(info, paths))[0]:
             alive.append(name)
     return alive
 
@@ -255,7 +260,7 @@ def launch(folder: str | Path, config: RunConfig, *, resume: bool = False) -> La
     paths = _paths(root, cfg.name)
     check_before_launch(cfg)
     info = _read_info(paths["json"])
-    if info is not None and _alive(info["pid"], str(paths["yaml"]))[0]:
+    if info is not None and _alive(info["pid"], _marker(info, paths))[0]:
         raise LaunchError(f"run {cfg.name!r} is already running in the background (pid {info['pid']})")
     exists = RunStore(root).has_run(cfg.name)
     if exists and not resume:
@@ -280,6 +285,33 @@ def launch(folder: str | Path, config: RunConfig, *, resume: bool = False) -> La
     return status(root, cfg.name)
 
 
+def analyze(folder: str | Path, name: str) -> LaunchStatus:
+    """Start ``kaviz analyze <folder>/<name>`` in the background (the app's "Analyze now"): the
+    launch is listed and followed like a run's, its state ``analyzing`` until the tables are written.
+    Refuses (LaunchError) the shipped runs, a run that does not exist and one still running."""
+    root = _root(folder)
+    paths = _paths(root, name)
+    info = _read_info(paths["json"])
+    if info is not None and _alive(info["pid"], _marker(info, paths))[0]:
+        raise LaunchError(f"run {name!r} is still running in the background (pid {info['pid']})")
+    store = RunStore(root)
+    if not store.has_run(name):
+        raise LaunchError(f"there is no run {name!r} in {root} to analyse")
+    target = str(store.open_run(name).path)
+    cmd = [sys.executable, "-m", "kaviz.cli", "analyze", target]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "TOKENIZERS_PARALLELISM": "false"}
+    env["OMP_NUM_THREADS"] = env["MKL_NUM_THREADS"] = str(threads := share_of_cores(root))
+    paths["yaml"].parent.mkdir(parents=True, exist_ok=True)
+    with open(paths["log"], "wb") as log:
+        proc = Popen(
+            cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True
+        )
+    _CHILDREN[proc.pid] = proc
+    record = {"pid": proc.pid, "name": name, "command": cmd, "started": now(), "resume": False, "threads": threads}
+    atomic.write_json(paths["json"], {**record, "marker": target, "analyze": True})
+    return status(root, name)
+
+
 def status(folder: str | Path, name: str) -> LaunchStatus:
     """The state of launch ``name`` in ``folder``, read from disk; LaunchError if never launched."""
     root = Path(folder).expanduser().resolve()
@@ -287,7 +319,7 @@ def status(folder: str | Path, name: str) -> LaunchStatus:
     info = _read_info(paths["json"])
     if info is None:
         raise LaunchError(f"no run {name!r} was launched in {root}")
-    alive, rc = _alive(info["pid"], str(paths["yaml"]))
+    alive, rc = _alive(info["pid"], _marker(info, paths))
     run_status, done, total, current = None, 0, 0, None
     a_done = a_total = 0
     eta = None
@@ -387,7 +419,7 @@ def dismiss(folder: str | Path, name: str) -> None:
     info = _read_info(paths["json"])
     if info is None:
         raise LaunchError(f"no run {name!r} was launched in {root}")
-    if _alive(info["pid"], str(paths["yaml"]))[0]:
+    if _alive(info["pid"], _marker(info, paths))[0]:
         raise LaunchError(f"run {name!r} is still running; stop it first")
     for p in paths.values():
         p.unlink(missing_ok=True)
@@ -413,7 +445,7 @@ def stop(folder: str | Path, name: str, *, timeout: float = 10.0) -> LaunchStatu
     info = _read_info(paths["json"])
     if info is None:
         raise LaunchError(f"no run {name!r} was launched in {root}")
-    pid, marker = info["pid"], str(paths["yaml"])
+    pid, marker = info["pid"], _marker(info, paths)
     was_alive = _alive(pid, marker)[0]
     for sig in (signal.SIGTERM, signal.SIGKILL):
         if not _alive(pid, marker)[0]:

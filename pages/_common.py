@@ -179,6 +179,15 @@ def run_report(folder: str, run_id: str, updated: str) -> str:
 # ----- output helpers -----------------------------------------------------------------------------
 
 
+@st.cache_data(show_spinner="Rendering the PNG…", max_entries=32)
+def figure_png(fig_json: str) -> bytes:
+    """The figure as a PNG (kaleido, scale 2), rendered once per figure: a second export of the same
+    figure, or a rerun after the first, is instant (kaleido starts a browser each time, ~2-5 s)."""
+    import plotly.io as pio
+
+    return pio.from_json(fig_json).to_image(format="png", scale=2)
+
+
 def downloads(table: pd.DataFrame, name: str, key: str, fig: go.Figure | None = None) -> None:
     """A row of download buttons: the table as CSV and LaTeX, and the figure as PNG on request.
 
@@ -209,7 +218,7 @@ def downloads(table: pd.DataFrame, name: str, key: str, fig: go.Figure | None = 
         return
     if cols[2].button("PNG", key=f"{key}_png", icon=":material/image:", help="Render the figure as PNG"):
         try:
-            png = fig.to_image(format="png", scale=2)
+            png = figure_png(fig.to_json())
         except Exception as e:  # kaleido or Chrome missing or failing: not worth breaking the page
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             cols[3].caption(
@@ -259,7 +268,18 @@ def require_knowledge(key: RunKey) -> pd.DataFrame:
     if table.empty:
         from pathlib import Path
 
+        from kaviz import launcher
+
         st.info(ANALYZE_MESSAGE.format(path=Path(key[0]) / key[1]))
+        if not launcher.is_shipped(key[0]) and st.button(
+            "Analyze now", key="analyze_now", icon=":material/play_arrow:"
+        ):
+            try:
+                launcher.analyze(key[0], key[1])
+            except (launcher.LaunchError, ValueError) as e:
+                st.error(f"Not started: {e}")
+            else:
+                st.success("Analysing in the background: follow it on **New run**; the figures appear here when done.")
         st.stop()
     return table
 

@@ -260,3 +260,16 @@ def test_switching_runs_drops_stale_choices(folders, monkeypatch):
     assert not at.exception
     assert at.multiselect(key="knowledge_sparsities").value == [0.5]
     assert "oneshot-magnitude 50%" in traces(figures(at)[0])
+
+
+def test_analyze_now_starts_the_analysis_in_the_background(folders, monkeypatch):
+    """Issue 14: where knowledge tables are missing, a button, not only a command to copy."""
+    from kaviz import launcher
+
+    started = []
+    monkeypatch.setattr(launcher, "analyze", lambda folder, name: started.append((folder, name)))
+    at = open_page(folders["bare"], FLOW, monkeypatch)
+    at.button(key="analyze_now").click().run()
+    assert not at.exception
+    assert started == [(str(folders["bare"]), "b")]
+    assert any("Analysing in the background" in s.value for s in at.success)

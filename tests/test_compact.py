@@ -178,5 +178,8 @@ def test_a_run_serves_compact_weights_where_it_has_no_checkpoint(base_folder, tm
     x = torch.randint(0, 300, (2, 9))
     with torch.no_grad():
         assert torch.allclose(back(input_ids=x).logits, model(input_ids=x).logits, atol=1e-4)
+    import shutil
+
+    shutil.rmtree(dest.compact_dir("finetuned"))
     with pytest.raises(FileNotFoundError, match="no checkpoint"):
-        store_compact(dest, dest, ["pretrained"])
+        store_compact(dest, dest, ["finetuned"])

@@ -199,7 +199,7 @@ def test_surviving_heads(tiny_bert):
 
 
 def test_unit_masks_from_checkpoints(tmp_path, tiny_bert):
-    cfg = RunConfig.from_dict({"name": "r", "methods": ["oneshot-magnitude"], "sparsities": [0.5]})
+    cfg = RunConfig.from_dict({"name": "r", "methods": ["oneshot-magnitude"], "sparsities": [0.5, 0.9]})
     units = plan_units(cfg)
     run = RunStore(tmp_path).create_run(cfg.to_dict(), units=units)
     models = {
@@ -218,7 +218,9 @@ def test_unit_masks_from_checkpoints(tmp_path, tiny_bert):
     assert overlap["jaccard"].to_numpy() == pytest.approx(np.full(12, 0.5), abs=0.1)
     assert set(heads["unit"]) == {"a", "b"} and (heads[heads["unit"] == "a"]["nonzero"] == 1.0).all()
     with pytest.raises(ValueError, match="no checkpoint"):
-        compare.unit_masks(run, "pretrained", run, "finetuned")
+        compare.unit_masks(run, "pruned_oneshot-magnitude_s0.9_seed42", run, "finetuned")
+    # the pre-trained stage needs no checkpoint when its model loads offline (here the packaged one)
+    assert compare.load_checkpoint(run, "pretrained").config.num_labels == 2
 
 
 def test_overlay_points_average_seeds_and_take_the_fastest_variant():

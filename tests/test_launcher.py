@@ -342,3 +342,37 @@ def test_a_busy_machine_gets_fewer_threads(tmp_path, monkeypatch):
     assert launcher.share_of_cores(tmp_path) == 2
     monkeypatch.setattr(launcher.os, "getloadavg", lambda: (7.0, 7.0, 7.0))
     assert launcher.share_of_cores(tmp_path) == 1
+
+
+def test_analyze_now_starts_kaviz_analyze_and_is_followed_like_a_run(tmp_path, monkeypatch):
+    commands = []
+
+    class FakeProc:
+        pid = 424245
+
+        def __init__(self, cmd, **kw):
+            commands.append(cmd)
+
+        def poll(self):
+            return None
+
+    monkeypatch.setattr(launcher, "Popen", FakeProc)
+    alive = {"on"}
+    monkeypatch.setattr(launcher, "_alive", lambda pid, marker: ("on" in alive and marker.endswith("/r"), None))
+    folder = tmp_path / "runs"
+    with pytest.raises(launcher.LaunchError, match="no run 'r'"):
+        launcher.analyze(folder, "r")
+    cfg = small_config("r")
+    from kaviz.stages.pipeline import plan_units
+
+    run = RunStore(folder).create_run(cfg.to_dict(), units=plan_units(cfg))
+    run.set_status("complete")
+    s = launcher.analyze(folder, "r")
+    assert commands[-1][1:4] == ["-m", "kaviz.cli", "analyze"] and commands[-1][4] == str(run.path)
+    assert s.alive and s.state == "analyzing" and launcher.launches(folder) == ["r"]
+    with pytest.raises(launcher.LaunchError, match="still running"):
+        launcher.analyze(folder, "r")
+    alive.clear()
+    assert launcher.status(folder, "r").state == "complete"
+    with pytest.raises(launcher.LaunchError, match="shipped"):
+        launcher.analyze(launcher.DEMO_RUNS, "demo")

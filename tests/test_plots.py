@@ -74,9 +74,9 @@ def test_stage_diagram_boxes_by_status():
     assert "fine-tuned<br>90.0" in labels
     assert "81.2" in labels  # a at 50%, row 0, first column
     assert labels["81.2"] == (3.0, 0.0)
-    assert "1/2 done" in labels  # a at 90%: one of two seeds done, one running
+    assert "1/2 seeds done" in labels  # a at 90%: one of two seeds done, one running
     hover = dict(zip(t["labels"].text, t["labels"].hovertext))
-    assert hover["1/2 done"] == "pruned_a_s0.9_seed1: done<br>pruned_a_s0.9_seed2: running"
+    assert hover["1/2 seeds done"] == "pruned_a_s0.9_seed1: done<br>pruned_a_s0.9_seed2: running"
     annotations = [a.text for a in fig.layout.annotations]
     assert {"fine-tune", "prune", "50%", "90%", "a", "b"} <= set(annotations)
 

@@ -74,7 +74,7 @@ def stage_diagram(units: pd.DataFrame, scores: dict[str, float] | None = None, s
         n_done = statuses.count("done")
         lines = [title] if title else []
         if len(statuses) > 1:
-            lines.append(f"{n_done}/{len(statuses)} done")
+            lines.append(f"{n_done}/{len(statuses)} seeds done")
         vals = [scores[u] for u in rows["unit"] if u in scores]
         if vals and n_done:
             lines.append(format(sum(vals) / len(vals), score_format))
@@ -114,7 +114,7 @@ def stage_diagram(units: pd.DataFrame, scores: dict[str, float] | None = None, s
                 y=ys,
                 mode="lines",
                 fill="toself",
-                fillcolor=_rgba(color, 0.55),
+                fillcolor=_rgba(color, 0.22),  # light fills: the dark labels stay readable on every status
                 line={"color": color, "width": 1},
                 name=status,
                 hoverinfo="skip",
@@ -128,7 +128,7 @@ def stage_diagram(units: pd.DataFrame, scores: dict[str, float] | None = None, s
             text=[b["text"] for b in boxes],
             hovertext=[b["hover"] for b in boxes],
             hoverinfo="text",
-            textfont={"size": 11},
+            textfont={"size": 11, "color": "#1a1a1a"},
             name="labels",
             showlegend=False,
         )
@@ -205,7 +205,7 @@ def sparsity_heatmap(sparsity_table: pd.DataFrame, unit: str | None = None) -> g
     )
     fig.update_layout(
         title=f"measured sparsity per matrix{f': {unit}' if unit else ''}",
-        xaxis={"title": "matrix", "side": "top"},
+        xaxis={"title": "matrix"},  # at the bottom: on top its title ran into the figure title
         yaxis={"title": "", "autorange": "reversed"},
         height=max(250, 36 * len(grid) + 120),
         margin={"t": 80},

@@ -143,7 +143,7 @@ def mask_overlap_heatmap(overlap: pd.DataFrame, title: str = "") -> go.Figure:
     )
     fig.update_layout(
         title=title or "kept-weight overlap (Jaccard)",
-        xaxis={"title": "matrix", "side": "top"},
+        xaxis={"title": "matrix"},  # at the bottom: on top its title ran into the figure title
         yaxis={"title": "", "autorange": "reversed"},
         height=max(250, 36 * len(grid) + 130),
         margin={"t": 90},
