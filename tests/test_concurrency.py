@@ -12,6 +12,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from kaviz.core.config import RunConfig
 from kaviz.stages.pipeline import summary_table
 from kaviz.store import RunStore
@@ -38,6 +40,7 @@ def _config(tmp: Path, name: str, seed: int) -> Path:
     return path
 
 
+@pytest.mark.slow  # ~80 s: two real runs; tests/test_store.py checks concurrent writers in seconds
 def test_two_writers_and_a_reader(tmp_path):
     store_root = tmp_path / "runs"
     procs = [

@@ -127,6 +127,7 @@ def _metrics_of(run, unit: str) -> dict:
     return {r.metric: r.value for r in m[m.unit == unit].itertuples() if r.metric not in TIMING}
 
 
+@pytest.mark.slow  # ~4 min on 2 busy cores; tests/test_pipeline.py kills and resumes once in the default suite
 def test_kill_and_resume_at_many_points(reference, tmp_path, one_thread, capsys):
     rng = random.Random(0)
     lo, hi = max(0.0, reference["first"] - 0.5), reference["end"] + 0.2
