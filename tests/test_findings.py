@@ -370,10 +370,12 @@ def test_showcase_numbers_match_its_tables():
     assert kept["teacher"] == pytest.approx(teacher)
     at = f"_s{kept['sparsity']:g}_"  # the highest sparsity every method reached
     assert sum(at in u for u in score.index) >= 2
+    by_method: dict[str, list[float]] = {}
     for unit, value in score.items():
-        if unit.startswith("pruned_") and at in unit:
-            method = m.loc[m["unit"] == unit, "method"].iloc[0]
-            assert kept[f"kept:{method}"] == pytest.approx(value / teacher)
+        if unit.startswith("pruned_") and at in unit and m.loc[m["unit"] == unit, "budget"].iloc[0] == 2.0:
+            by_method.setdefault(m.loc[m["unit"] == unit, "method"].iloc[0], []).append(value)
+    for method, values in by_method.items():  # the mean over seeds (two at 95% since seed 43 finished)
+        assert kept[f"kept:{method}"] == pytest.approx(np.mean(values) / teacher)
 
     labels = p[p["unit"] == "finetuned"]["label"].to_numpy()
     majority = max(np.mean(labels == c) for c in np.unique(labels))
@@ -384,7 +386,9 @@ def test_showcase_numbers_match_its_tables():
         rows = k[(k["metric"] == "linear_cka") & (k["reference"] == "finetuned") & (k["method"] == focus)]
         rows = rows[(rows["head"] == -1) & (rows["layer"] >= 0)]
         n = found["representations_part"].numbers
-        assert np.isclose(rows["value"], n.get("lowest", n.get("at"))).any()
+        at_sparsity = rows[np.isclose(rows["sparsity"].astype(float), n["sparsity"]) & (rows["budget"] == 2.0)]
+        per_layer = at_sparsity.groupby("layer")["value"].mean()  # the mean over seeds, per layer
+        assert np.isclose(per_layer, n.get("lowest", n.get("at"))).any()
     if "general_knowledge" in found:
         g = k[k["metric"].str.startswith("general_") & (k["layer"] == -1)].set_index("unit")["value"]
         assert found["general_knowledge"].numbers["finetuned"] == pytest.approx(g["finetuned"])
