@@ -1,0 +1,95 @@
+"""Decoder knowledge probes (kaviz.measure.lm_probes) against direct, token-by-token computations
+on a tiny GPT-2 built in code, and the probe file's refusals with line numbers."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from kaviz.measure.lm_probes import ProbeFileError, completion_probe, lm_loss, read_completion_file
+
+
+@pytest.fixture(scope="module")
+def lm():
+    from transformers import AutoTokenizer, GPT2Config, GPT2LMHeadModel
+
+    from kaviz.train.models import packaged_model_dir
+
+    tok = AutoTokenizer.from_pretrained(str(packaged_model_dir()))
+    torch.manual_seed(0)
+    cfg = GPT2Config(vocab_size=len(tok), n_positions=64, n_embd=32, n_layer=2, n_head=2)
+    return GPT2LMHeadModel(cfg).eval(), tok
+
+
+def slow_nll(model, ids: list[int]) -> list[float]:
+    """-log p(token t | tokens < t) for t >= 1, one forward per position."""
+    out = []
+    for t in range(1, len(ids)):
+        with torch.no_grad():
+            logits = model(input_ids=torch.tensor([ids[:t]])).logits[0, -1]
+        out.append(-float(torch.log_softmax(logits, -1)[ids[t]]))
+    return out
+
+
+def test_lm_loss_equals_the_token_by_token_likelihood(lm):
+    model, tok = lm
+    texts = ["the film was great", "a longer sentence about the plot and its many twists", "ok"]
+    got = lm_loss(model, tok, texts, batch_size=2)  # padding inside a batch must not count
+    nll = [x for t in texts for x in slow_nll(model, tok(t)["input_ids"])]
+    assert got["tokens"] == len(nll)
+    assert got["nll"] == pytest.approx(sum(nll) / len(nll), rel=1e-5)
+    assert got["perplexity"] == pytest.approx(math.exp(sum(nll) / len(nll)), rel=1e-5)
+    assert got["nll"] == pytest.approx(math.log(len(tok)), rel=0.1)  # a random model: about uniform
+
+
+def test_completion_probe_equals_greedy_decoding_and_its_likelihood(lm):
+    model, tok = lm
+    pairs = [{"prompt": "the capital of france is", "answer": "paris"}, {"prompt": "two plus two is", "answer": "four"}]
+    table = completion_probe(model, tok, pairs)
+    for row, p in zip(table.itertuples(), pairs):
+        prompt = tok(p["prompt"], add_special_tokens=False)["input_ids"]
+        answer = tok(p["answer"], add_special_tokens=False)["input_ids"]
+        nll = slow_nll(model, prompt + answer)[len(prompt) - 1 :]
+        assert row.answer_logprob == pytest.approx(-sum(nll), rel=1e-5)
+        seq = list(prompt)
+        for _ in answer:
+            with torch.no_grad():
+                seq.append(int(model(input_ids=torch.tensor([seq])).logits[0, -1].argmax()))
+        assert row.exact == (seq[len(prompt) :] == answer) and row.answer_tokens == len(answer)
+    # the greedy continuation itself is an exact match, by construction
+    prompt = "the capital of france is"
+    ids = tok(prompt, add_special_tokens=False)["input_ids"]
+    with torch.no_grad():
+        nxt = int(model(input_ids=torch.tensor([ids])).logits[0, -1].argmax())
+    own = tok.decode([nxt])
+    if tok(own, add_special_tokens=False)["input_ids"] == [nxt]:
+        assert completion_probe(model, tok, [{"prompt": prompt, "answer": own}]).exact.iloc[0]
+
+
+@pytest.mark.parametrize(
+    "content, words",
+    [
+        (b'{"prompt": "a", "answer": "b"}\n{"prompt": "c"}\n', "line 2: missing 'answer'"),
+        (b'{"prompt": "a", "answer": "  "}\n', "line 1: the answer is empty"),
+        (b'{"prompt": "a", "answer": "b"}\n\n\xff\xfe\n', "line 3: not UTF-8"),
+        (b"[1, 2]\n", "line 1: expected a JSON object"),
+        (b"{nope\n", "line 1: not a JSON object"),
+        (b"\n\n", "no prompt/answer pairs"),
+    ],
+)
+def test_bad_probe_files_are_refused_with_the_line(tmp_path, content, words):
+    path = tmp_path / "probe.jsonl"
+    path.write_bytes(content)
+    with pytest.raises(ProbeFileError, match=words):
+        read_completion_file(path)
+
+
+def test_a_good_probe_file_reads(tmp_path):
+    path = tmp_path / "probe.jsonl"
+    path.write_text('{"prompt": "the capital of france is", "answer": " paris"}\n\n{"prompt": "x", "answer": "y"}\n')
+    assert read_completion_file(path) == [
+        {"prompt": "the capital of france is", "answer": " paris"},
+        {"prompt": "x", "answer": "y"},
+    ]
