@@ -16,16 +16,15 @@ sees the same state.  The process runs in its own session: closing the app does 
 from __future__ import annotations
 
 import os
-import re
 import signal
 import subprocess
 import sys
 import time
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from kaviz import launch_progress as progress
 from kaviz.core.config import RunConfig
 from kaviz.core.errors import KavizError
 from kaviz.core.names import check_name
@@ -37,11 +36,8 @@ LAUNCH_DIR = ".launch"
 ANALYSED_MARK = "knowledge"  # the table kaviz.analysis.analyzer writes last for a unit (its DONE_MARK)
 #: Starts the process; tests replace it (same signature as ``subprocess.Popen``).
 Popen = subprocess.Popen
-#: Processes started by this Python process, so that they are reaped (no zombies) and their exit
-#: codes known.
+#: Processes started by this Python process: reaped (no zombies), exit codes known.
 _CHILDREN: dict[int, subprocess.Popen] = {}
-TAIL_BYTES = 16_384
-_ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 
 
 class LaunchError(KavizError, ValueError):
@@ -182,36 +178,6 @@ def _read_info(path: Path) -> dict[str, Any] | None:
     return info if isinstance(info, dict) and isinstance(info.get("pid"), int) else None
 
 
-def _tail(path: Path, lines: int = 20) -> str:
-    """The last ``lines`` lines of a log, progress-bar redraws (``\\r``) collapsed."""
-    try:
-        with open(path, "rb") as f:
-            f.seek(0, os.SEEK_END)
-            size = f.tell()
-            f.seek(max(0, size - TAIL_BYTES))
-            text = f.read().decode("utf-8", errors="replace")
-    except OSError:
-        return ""
-    text = _ANSI.sub("", text).replace("\r\n", "\n")
-    out = [ln.rsplit("\r", 1)[-1].rstrip() for ln in text.split("\n")]
-    return "\n".join(tidy_log([ln for ln in out if ln.strip()])[-lines:])
-
-
-_BAR = re.compile(r"^(?P<desc>.*?):?\s*\d+%\|")  # a tqdm line: "<desc>:  42%|████      | 21/50 [...]"
-
-
-def tidy_log(lines: list[str]) -> list[str]:
-    """Log lines with each progress bar shown once: of the lines a bar redraws (same description),
-    only the newest is kept, where the bar last stood; other lines stay in order."""
-    last = {}
-    for i, ln in enumerate(lines):
-        m = _BAR.match(ln)
-        if m:
-            last[m.group("desc").strip()] = i
-    keep = set(last.values())
-    return [ln for i, ln in enumerate(lines) if not _BAR.match(ln) or i in keep]
-
-
 def live_launches(folder: str | Path) -> list[str]:
     """Names launched in ``folder`` whose process is still running."""
     root = _root(folder)
@@ -272,17 +238,23 @@ def launch(folder: str | Path, config: RunConfig, *, resume: bool = False) -> La
     cmd = [sys.executable, "-m", "kaviz.cli", "run", str(paths["yaml"]), "--out", str(root)]
     if resume:
         cmd.append("--resume")
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "TOKENIZERS_PARALLELISM": "false"}
     threads = share_of_cores(root) if cfg.training.num_threads is None else cfg.training.num_threads
+    _spawn(paths, cmd, threads, {"name": cfg.name, "resume": resume})
+    return status(root, cfg.name)
+
+
+def _spawn(paths: dict[str, Path], cmd: list[str], threads: int, record: dict[str, Any]) -> None:
+    """Start ``cmd`` in its own session with ``threads`` CPU threads, output to the launch's log,
+    and write the launch record (pid, command, start time and ``record``)."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "TOKENIZERS_PARALLELISM": "false"}
     env["OMP_NUM_THREADS"] = env["MKL_NUM_THREADS"] = str(threads)
+    paths["yaml"].parent.mkdir(parents=True, exist_ok=True)
     with open(paths["log"], "wb") as log:
         proc = Popen(
             cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True
         )
     _CHILDREN[proc.pid] = proc
-    record = {"pid": proc.pid, "name": cfg.name, "command": cmd, "started": now(), "resume": resume, "threads": threads}
-    atomic.write_json(paths["json"], record)
-    return status(root, cfg.name)
+    atomic.write_json(paths["json"], {"pid": proc.pid, "command": cmd, "started": now(), "threads": threads, **record})
 
 
 def analyze(folder: str | Path, name: str) -> LaunchStatus:
@@ -299,16 +271,7 @@ def analyze(folder: str | Path, name: str) -> LaunchStatus:
         raise LaunchError(f"there is no run {name!r} in {root} to analyse")
     target = str(store.open_run(name).path)
     cmd = [sys.executable, "-m", "kaviz.cli", "analyze", target]
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "TOKENIZERS_PARALLELISM": "false"}
-    env["OMP_NUM_THREADS"] = env["MKL_NUM_THREADS"] = str(threads := share_of_cores(root))
-    paths["yaml"].parent.mkdir(parents=True, exist_ok=True)
-    with open(paths["log"], "wb") as log:
-        proc = Popen(
-            cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True
-        )
-    _CHILDREN[proc.pid] = proc
-    record = {"pid": proc.pid, "name": name, "command": cmd, "started": now(), "resume": False, "threads": threads}
-    atomic.write_json(paths["json"], {**record, "marker": target, "analyze": True})
+    _spawn(paths, cmd, share_of_cores(root), {"name": name, "resume": False, "marker": target, "analyze": True})
     return status(root, name)
 
 
@@ -335,11 +298,11 @@ def status(folder: str | Path, name: str) -> LaunchStatus:
         if run.config.get("analysis", {}).get("enabled", True) and not info.get("no_analyze"):
             a_done = sum(run.has_unit_table(u, ANALYSED_MARK) for u in finished["unit"])
             a_total = total  # every planned unit is analysed once trained
-        warnings = _warnings(run.log_path)
+        warnings = progress.log_warnings(run.log_path)
         if run_status == "complete":
-            eta = _eta_analysis(run, finished, a_done, a_total)
+            eta = progress.eta_analysis(finished, a_done, a_total)
         else:
-            eta = _eta_training(units)
+            eta = progress.eta_training(units)
     except StoreError:  # not created yet, or the process failed before creating it
         pass
     if alive:
@@ -362,7 +325,7 @@ def status(folder: str | Path, name: str) -> LaunchStatus:
         units_done=done,
         units_total=total,
         current_unit=current if alive else None,
-        log_tail=_tail(paths["log"]),
+        log_tail=progress.tail(paths["log"]),
         started=info.get("started"),
         resume=bool(info.get("resume")),
         returncode=rc,
@@ -371,44 +334,6 @@ def status(folder: str | Path, name: str) -> LaunchStatus:
         eta_seconds=eta if alive else None,
         warnings=warnings,
     )
-
-
-def _seconds_since(stamp: Any) -> float | None:
-    try:
-        then = datetime.fromisoformat(str(stamp))
-    except (TypeError, ValueError):
-        return None
-    return (datetime.now(timezone.utc) - then).total_seconds()
-
-
-def _eta_training(units) -> float | None:
-    """Seconds left for the training units: the mean time of the done ones times those left, less
-    what the running one has already spent."""
-    done = units[units["status"] == "done"]
-    secs = done["seconds"].dropna().astype(float)
-    if secs.empty:
-        return None
-    left = int((units["status"] != "done").sum())
-    running = units.loc[units["status"] == "running", "started"]
-    spent = (_seconds_since(running.iloc[0]) or 0.0) if len(running) else 0.0
-    return max(0.0, float(secs.mean()) * left - min(spent, float(secs.mean())))
-
-
-def _eta_analysis(run, finished, a_done: int, a_total: int) -> float | None:
-    """Seconds left for the analysis: its pace since the last training unit finished."""
-    if not a_done or a_done >= a_total:
-        return None if not a_done else 0.0
-    elapsed = _seconds_since(finished["finished"].dropna().astype(str).max())
-    return None if elapsed is None else elapsed / a_done * (a_total - a_done)
-
-
-def _warnings(log: Path) -> tuple[str, ...]:
-    """The WARNING lines of a run's log (without their timestamps)."""
-    try:
-        text = log.read_text(encoding="utf-8", errors="replace")
-    except OSError:
-        return ()
-    return tuple(ln.split("WARNING", 1)[1].lstrip(": ") for ln in text.splitlines() if "WARNING" in ln)
 
 
 def dismiss(folder: str | Path, name: str) -> None:

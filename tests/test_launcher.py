@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from kaviz import launcher
+from kaviz import launch_progress, launcher
 from kaviz.core import form
 from kaviz.core.config import ConfigError, RunConfig
 from kaviz.store import RunStore
@@ -197,9 +197,9 @@ def test_log_tail_collapses_progress_bars(tmp_path):
     log.write_bytes(
         b"start a\nbar 10%\rbar 50%\rbar 100%\n\x1b[Adone a\n\n" + b"\n".join(b"l%d" % i for i in range(30))
     )
-    tail = launcher._tail(log, lines=3)
+    tail = launch_progress.tail(log, lines=3)
     assert tail == "l27\nl28\nl29"
-    assert launcher._tail(log, lines=33).splitlines()[:3] == ["start a", "bar 100%", "done a"]
+    assert launch_progress.tail(log, lines=33).splitlines()[:3] == ["start a", "bar 100%", "done a"]
 
 
 def test_background_runs_share_the_cores(tmp_path, monkeypatch):
@@ -242,7 +242,7 @@ def test_tidy_log_keeps_each_bar_once_where_it_last_stood():
         "WARNING: something",
         "oneshot-magnitude 0.5:  40%|████      | 4/10 [00:01<00:01]",
     ]
-    assert launcher.tidy_log(lines) == [lines[0], lines[3], lines[4], lines[5], lines[6]]
+    assert launch_progress.tidy_log(lines) == [lines[0], lines[3], lines[4], lines[5], lines[6]]
 
 
 def test_nonexistent_paths_are_refused_before_any_folder_exists(tmp_path, monkeypatch):
