@@ -7,16 +7,14 @@ from kaviz.core import schema
 from kaviz.views import plots_attention as pa
 from kaviz.views import plots_knowledge as pk
 from pages._common import (
-    attention_maps,
     figure,
-    last_with_weights,
-    models_or_info,
     pick,
     read,
     require_knowledge,
     require_run,
     run_knowledge,
 )
+from pages._models import attention_maps, last_with_weights, models_or_info
 
 TYPED = "Type a sentence…"
 

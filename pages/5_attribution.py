@@ -9,16 +9,14 @@ from kaviz.views.ui_data import units_with
 from pages._common import (
     downloads,
     figure,
-    last_with_weights,
-    models_or_info,
     pick,
     read,
     require_knowledge,
     require_run,
     run_knowledge,
     run_units,
-    token_attributions,
 )
+from pages._models import last_with_weights, models_or_info, token_attributions
 
 TYPED = "Type a sentence…"
 NAMES = {"attribution_spearman": "Spearman of |attribution|", "attribution_topk_overlap": "top-k token overlap"}
