@@ -93,3 +93,45 @@ def test_a_good_probe_file_reads(tmp_path):
         {"prompt": "the capital of france is", "answer": " paris"},
         {"prompt": "x", "answer": "y"},
     ]
+
+
+@pytest.mark.parametrize("family", ["gpt2", "llama"])
+def test_lm_head_on_a_classifier_body_equals_the_causal_lm_itself(family):
+    """LMHead puts a classifier's body under the pre-trained head: a classifier with the LM's own
+    body weights gets the LM's loss and completion table; the head's own body (changed here so that
+    using it would show) comes back after the call, and a narrower body is skipped (None)."""
+    import copy
+
+    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
+
+    from kaviz.core.structure import encoder_layers
+    from kaviz.measure.lm_probes import LMHead
+    from kaviz.train.families import tiny_family_config
+    from kaviz.train.models import packaged_model_dir
+
+    tok = AutoTokenizer.from_pretrained(str(packaged_model_dir()))
+    torch.manual_seed(1)
+    cfg = tiny_family_config(family, len(tok), 2, tok)
+    causal = AutoModelForCausalLM.from_config(cfg).eval()
+    clf = AutoModelForSequenceClassification.from_config(cfg).eval()
+    prefix = causal.base_model_prefix
+    getattr(clf, prefix).load_state_dict(getattr(causal, prefix).state_dict())
+    pretrained = copy.deepcopy(causal)
+    with torch.no_grad():  # a different body under the same head (embeddings, hence a tied head, kept)
+        for p in encoder_layers(pretrained)[0].parameters():  # the table finds a *ForCausalLM's layers too
+            p.add_(1.0)
+    head = LMHead(pretrained)
+    own_body = getattr(pretrained, prefix)
+    texts = ["the film was good", "a dull and slow plot"]
+    ref = lm_loss(causal, tok, texts)
+    assert abs(lm_loss(pretrained, tok, texts)["nll"] - ref["nll"]) > 1e-3  # using its own body would show
+    got = head.loss(clf, tok, texts)
+    assert got["nll"] == pytest.approx(ref["nll"], rel=1e-5) and got["tokens"] == ref["tokens"]
+    pairs = [{"prompt": "the capital of france is", "answer": " paris"}, {"prompt": "one two", "answer": " three"}]
+    assert head.completion(clf, tok, pairs).equals(completion_probe(causal, tok, pairs))
+    assert getattr(pretrained, prefix) is own_body  # the head's body is back
+    narrow_cfg = copy.deepcopy(cfg)
+    narrow_cfg.hidden_size, narrow_cfg.num_attention_heads = 16, 2
+    if family == "llama":
+        narrow_cfg.head_dim, narrow_cfg.num_key_value_heads = 8, 1
+    assert head.loss(AutoModelForSequenceClassification.from_config(narrow_cfg), tok, texts) is None

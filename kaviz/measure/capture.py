@@ -23,6 +23,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from kaviz.core.structure import STRUCTURES
 from kaviz.data.tasks import TaskData
 from kaviz.measure.capture_sink import FORMAT, INDEX, CaptureReader, CaptureSink  # noqa: F401  (re-exported)
 from kaviz.train.models import ATTN_IMPL
@@ -118,7 +119,7 @@ class Captured:
 def _attention_kind(model: nn.Module) -> str:
     impl = getattr(getattr(model, "config", None), "_attn_implementation", None)
     if impl == ATTN_IMPL:
-        return "scores"
+        return STRUCTURES[model.config.model_type].attention if model.config.model_type in STRUCTURES else "scores"
     if impl == "eager":
         return "probs"
     raise ValueError(

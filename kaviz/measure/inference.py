@@ -33,7 +33,7 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from kaviz.core.structure import prunable_linears
+from kaviz.core.structure import oriented, prunable_linears
 from kaviz.train.pruning import sparsity_summary
 
 Variant = Literal["dense", "sparse", "semi-structured"]
@@ -240,11 +240,12 @@ class CSRLinear(nn.Module):
     Computed as ``addmm(b, W, x.T).T``: sparse-times-dense with the sparse matrix on the left is
     the fast CSR path on CPU (MKL); ``F.linear(x, W_csr)`` is several times slower."""
 
-    def __init__(self, linear: nn.Linear):
+    def __init__(self, linear: nn.Module):
         super().__init__()
-        self.in_features, self.out_features = linear.in_features, linear.out_features
+        weight = oriented(linear).detach()  # (out, in), also for a Conv1D
+        self.out_features, self.in_features = weight.shape
         with _quiet_csr():
-            w = linear.weight.detach().to_sparse_csr()  # int32 indices: 8 bytes per fp32 non-zero, not 12
+            w = weight.contiguous().to_sparse_csr()  # int32 indices: 8 bytes per fp32 non-zero, not 12
             rows, cols = w.crow_indices().int(), w.col_indices().int()
             w = torch.sparse_csr_tensor(rows, cols, w.values(), w.shape, check_invariants=False)
             self.register_buffer("weight_csr", w)
@@ -291,7 +292,7 @@ def semi_structured_model(model: nn.Module) -> tuple[nn.Module, int]:
     out = copy.deepcopy(model)
     n = 0
     for lin in prunable_linears(out).values():
-        if _is_2to4(lin.weight):
+        if isinstance(lin, nn.Linear) and _is_2to4(lin.weight):
             lin.weight = nn.Parameter(to_sparse_semi_structured(lin.weight.detach()), requires_grad=False)
             n += 1
     return out, n

@@ -1,4 +1,4 @@
-"""Knowledge probes for causal language models (issue 15, building blocks; not yet wired into runs).
+"""Knowledge probes for causal language models: the decoders' counterpart of the MLM probe.
 
 - :func:`lm_loss`: mean negative log-likelihood per predicted token and perplexity on held-out
   texts: the decoder's general-knowledge probe, the counterpart of the encoders' MLM probe.
@@ -6,17 +6,20 @@
   answer (exact match) and the answer's log-likelihood given the prompt, so users bring factual or
   domain knowledge sets (LLM-KICK, Jaiswal et al. 2023: perplexity hides knowledge loss that such
   probes reveal at 25-50% sparsity).
-- :func:`read_completion_file`: a JSONL of ``{"prompt": ..., "answer": ...}`` lines, refused with the
+- :func:`read_completion_file` (from :mod:`kaviz.data.lm_probe_data`): a JSONL of ``{"prompt": ..., "answer": ...}`` lines, refused with the
   line number on missing keys, empty answers or non-UTF-8 text.
+
+- :class:`LMHead`: the pre-trained decoder's LM head put on another model's body (a fine-tuned or
+  pruned ``*ForSequenceClassification``) for one call, so every unit is probed with the head
+  pre-training left; the analyser writes ``general_lm_loss``, ``general_completion_exact`` and
+  ``general_completion_logprob`` rows beside the encoders' ``general_mlm_loss``.
 
 Plain PyTorch over any ``*ForCausalLM`` whose forward returns ``logits`` (batch, tokens, vocab).
 """
 
 from __future__ import annotations
 
-import json
 import math
-from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -24,43 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-
-class ProbeFileError(ValueError):
-    """A completion-probe file that cannot be used; the message names the file and line."""
-
-
-def read_completion_file(path: str | Path) -> list[dict[str, str]]:
-    """The ``{"prompt", "answer"}`` pairs of a JSONL file (blank lines skipped)."""
-    path = Path(path)
-    try:
-        raw = path.read_bytes()
-    except OSError as e:
-        raise ProbeFileError(f"{path}: cannot read it ({e.strerror or e})") from e
-    pairs = []
-    for n, line in enumerate(raw.split(b"\n"), start=1):
-        try:
-            text = line.decode("utf-8")
-        except UnicodeDecodeError:
-            raise ProbeFileError(f"{path}, line {n}: not UTF-8 text") from None
-        if not text.strip():
-            continue
-        try:
-            item = json.loads(text)
-        except json.JSONDecodeError as e:
-            raise ProbeFileError(f"{path}, line {n}: not a JSON object ({e.msg})") from None
-        if not isinstance(item, dict):
-            raise ProbeFileError(f"{path}, line {n}: expected a JSON object with 'prompt' and 'answer'")
-        missing = [k for k in ("prompt", "answer") if k not in item]
-        if missing:
-            raise ProbeFileError(f"{path}, line {n}: missing {', '.join(repr(k) for k in missing)}")
-        if not all(isinstance(item[k], str) for k in ("prompt", "answer")):
-            raise ProbeFileError(f"{path}, line {n}: 'prompt' and 'answer' must be strings")
-        if not item["answer"].strip():
-            raise ProbeFileError(f"{path}, line {n}: the answer is empty")
-        pairs.append({"prompt": item["prompt"], "answer": item["answer"]})
-    if not pairs:
-        raise ProbeFileError(f"{path}: no prompt/answer pairs")
-    return pairs
+from kaviz.data.lm_probe_data import ProbeFileError, read_completion_file, read_corpus  # noqa: F401  (re-exported)
 
 
 @torch.no_grad()
@@ -68,12 +35,13 @@ def lm_loss(model: nn.Module, tokenizer: Any, texts: list[str], *, batch_size: i
     """Mean negative log-likelihood (nats) per predicted token over ``texts`` and its perplexity;
     each text scored on its own (no packing), padding ignored."""
     model.eval()
+    dev = next(model.parameters()).device
     total, count = 0.0, 0
     for i in range(0, len(texts), batch_size):
         enc = tokenizer(
             texts[i : i + batch_size], return_tensors="pt", padding=True, truncation=True, max_length=max_length
         )
-        ids, mask = enc["input_ids"], enc["attention_mask"]
+        ids, mask = enc["input_ids"].to(dev), enc["attention_mask"].to(dev)
         logits = model(input_ids=ids, attention_mask=mask).logits[:, :-1].float()
         target, keep = ids[:, 1:], mask[:, 1:].bool() & mask[:, :-1].bool()
         nll = F.cross_entropy(logits.transpose(1, 2), target, reduction="none")
@@ -91,12 +59,14 @@ def completion_probe(model: nn.Module, tokenizer: Any, pairs: list[dict[str, str
     it), ``answer_logprob`` (sum of the answer tokens' log-probabilities given the prompt) and
     ``answer_tokens``."""
     model.eval()
+    dev = next(model.parameters()).device
     rows = []
     for p in pairs:
         prompt = tokenizer(p["prompt"], add_special_tokens=False, return_tensors="pt")["input_ids"][0]
         answer = tokenizer(p["answer"], add_special_tokens=False, return_tensors="pt")["input_ids"][0]
         if len(prompt) == 0:
             raise ValueError(f"prompt {p['prompt']!r} has no tokens")
+        prompt, answer = prompt.to(dev), answer.to(dev)
         ids = torch.cat([prompt, answer])[None]
         logp = F.log_softmax(model(input_ids=ids).logits[0].float(), dim=-1)
         at = torch.arange(len(prompt) - 1, len(ids[0]) - 1)
@@ -109,3 +79,38 @@ def completion_probe(model: nn.Module, tokenizer: Any, pairs: list[dict[str, str
         rows.append({"prompt": p["prompt"], "answer": p["answer"], "exact": exact,
                      "answer_logprob": answer_logprob, "answer_tokens": len(answer)})  # fmt: skip
     return pd.DataFrame(rows, columns=["prompt", "answer", "exact", "answer_logprob", "answer_tokens"])
+
+
+class LMHead:
+    """A pre-trained ``*ForCausalLM`` whose LM head scores other models' bodies.
+
+    :meth:`loss` and :meth:`completion` put ``model``'s base model (``model.<base_model_prefix>``,
+    e.g. ``model.transformer`` of a GPT-2 classifier) under the head for one call (the model is only
+    read, never changed); both return None when the body's width differs from the head's (a
+    narrower small-dense student). As :class:`kaviz.measure.probes.MLMHead` for encoders.
+    """
+
+    def __init__(self, lm: nn.Module):
+        self.lm = lm.eval()
+        self.prefix = lm.base_model_prefix  # e.g. "transformer" (GPT-2), "model" (Llama)
+        self.hidden = lm.config.hidden_size
+
+    def _call(self, model: nn.Module, fn, *args):
+        body = getattr(model, self.prefix, None)
+        if body is None or getattr(getattr(body, "config", None), "hidden_size", None) != self.hidden:
+            return None
+        own = getattr(self.lm, self.prefix)
+        try:
+            setattr(self.lm, self.prefix, body)  # borrowed for this call
+            self.lm.to(next(body.parameters()).device)
+            return fn(self.lm, *args)
+        finally:
+            setattr(self.lm, self.prefix, own)
+
+    def loss(self, model: nn.Module, tokenizer: Any, texts: list[str], **kw: Any) -> dict | None:
+        """:func:`lm_loss` of ``model``'s body under this head."""
+        return self._call(model, lambda lm, *a: lm_loss(lm, *a, **kw), tokenizer, texts)
+
+    def completion(self, model: nn.Module, tokenizer: Any, pairs: list[dict[str, str]]) -> pd.DataFrame | None:
+        """:func:`completion_probe` of ``model``'s body under this head."""
+        return self._call(model, completion_probe, tokenizer, pairs)

@@ -15,10 +15,11 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from kaviz.core.config import TINY_MODEL, RunConfig
+from kaviz.core.config import TINY_MODEL, RunConfig, is_tiny
 from kaviz.core.errors import ConfigError
 from kaviz.core.registry import CALIBRATION_METHODS, METHOD_INFO
 from kaviz.core.validation import parse_import
+from kaviz.data.lm_probe_data import read_completion_file, read_corpus
 from kaviz.data.sts import check_sts_path
 from kaviz.data.tasks import load_task
 from kaviz.stages.context import Context
@@ -26,6 +27,7 @@ from kaviz.stages.methods import METHODS, Outcome, finetune
 from kaviz.stages.recent import structured_limit
 from kaviz.store import Run, RunStore, StoreError, unit_id
 from kaviz.train import parallel
+from kaviz.train.families import tiny_family, tiny_family_config
 from kaviz.train.loop import resolve_precision
 from kaviz.train.models import resolve_source, tiny_bert_config
 from kaviz.train.pruning import sparsity_summary, sparsity_table
@@ -105,11 +107,17 @@ def check_inputs(cfg: RunConfig, units: list[dict] | None = None, *, load_data: 
     units = plan_units(cfg) if units is None else units
     m = cfg.model
     for source in (m.name_or_path, m.finetuned, *[path for _, path, _ in parse_imports(cfg.import_students)]):
-        if source and source != TINY_MODEL:
+        if is_tiny(source):
+            tiny_family(source)  # an unknown tiny:<family> is named here
+        elif source:
             resolve_source(source)  # a missing local folder or one without config.json raises here
     an = cfg.analysis
     if an.enabled and an.general_probe in ("auto", "sts"):
         check_sts_path(an.sts_path)
+    if an.enabled and an.completion_file:
+        read_completion_file(an.completion_file)  # refused with the line number before anything trains
+    if an.enabled and an.lm_corpus:
+        read_corpus(an.lm_corpus)
     _check_structured(cfg, units)
     if not load_data:
         return None
@@ -131,6 +139,8 @@ def _check_structured(cfg: RunConfig, units: list[dict]) -> None:
     m = cfg.model
     if m.name_or_path == TINY_MODEL:
         config = tiny_bert_config(2, 2)
+    elif is_tiny(m.name_or_path):
+        config = tiny_family_config(tiny_family(m.name_or_path), 2, 2)
     else:
         from transformers import AutoConfig
 
@@ -305,7 +315,7 @@ class Pipeline:
         stage, method, sparsity, seed = u["stage"], u["method"], u["sparsity"], u["seed"]
         m = self.cfg.model
         if stage == "pretrained":
-            info = {} if m.name_or_path == TINY_MODEL else {"source": m.name_or_path}
+            info = {} if is_tiny(m.name_or_path) else {"source": m.name_or_path}
             return Outcome(ctx.pretrained(), None, info)
         if stage == "finetuned":
             if m.finetuned:

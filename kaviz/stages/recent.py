@@ -127,13 +127,13 @@ def structured_limit(config) -> float:
     """The largest fraction of encoder linear weights structured pruning can remove from a model with
     this (transformers) config: every layer keeps one head (``4 * d * d_head`` weights) and one FFN
     neuron (``2 * d``) of its ``4 d^2 + 2 d * intermediate``."""
-    from kaviz.core.structure import STRUCTURES
+    from kaviz.core.structure import STRUCTURES, config_dims
 
     st = STRUCTURES.get(getattr(config, "model_type", None))
     if st is None:
         return 1.0  # structure_of reports the unsupported architecture when the unit runs
-    d, heads = getattr(config, st.hidden_attr), getattr(config, st.heads_attr)
-    inter = getattr(config, st.intermediate_attr)
+    dd = config_dims(config, st)
+    d, heads, inter = dd["hidden"], dd["heads"], dd["intermediate"]
     return 1.0 - (4 * d * (d // heads) + 2 * d) / (4 * d * d + 2 * d * inter)
 
 

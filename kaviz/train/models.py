@@ -18,9 +18,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from kaviz.core.config import PACKAGED_MODEL, TINY_MODEL, ModelConfig
+from kaviz.core.config import PACKAGED_MODEL, TINY_MODEL, ModelConfig, is_tiny
 from kaviz.core.errors import KavizError
-from kaviz.core.structure import dims, prunable_linears, structure_of
+from kaviz.core.structure import config_dims, dims, prunable_linears, role_rows, structure_of
 from kaviz.train.distill import layer_map
 
 ATTN_IMPL = "kaviz_scores"
@@ -36,6 +36,11 @@ class ModelNotFoundError(ModelLoadError, FileNotFoundError):
 
 
 def _score_attention(module, query, key, value, attention_mask, scaling=None, dropout=0.0, **kwargs):
+    if scaling is None:
+        scaling = query.shape[-1] ** -0.5
+    if key.shape[1] != query.shape[1]:  # grouped-query attention: each K/V head serves several query heads
+        rep = query.shape[1] // key.shape[1]
+        key, value = key.repeat_interleave(rep, dim=1), value.repeat_interleave(rep, dim=1)  # (B, nh, T, hs)
     scores = torch.matmul(query, key.transpose(2, 3)) * scaling  # (B, nh, T, T)
     if attention_mask is not None:
         scores = scores + attention_mask
@@ -84,7 +89,7 @@ def resolve_source(name_or_path: str) -> str:
 def load_tokenizer(cfg: ModelConfig):
     from transformers import AutoTokenizer
 
-    src = str(packaged_model_dir()) if cfg.name_or_path == TINY_MODEL else resolve_source(cfg.name_or_path)
+    src = str(packaged_model_dir()) if is_tiny(cfg.name_or_path) else resolve_source(cfg.name_or_path)
     return AutoTokenizer.from_pretrained(src, revision=cfg.revision, trust_remote_code=cfg.trust_remote_code)
 
 
@@ -179,14 +184,20 @@ def _check_local_weights(folder: Path) -> None:
 
 def load_pretrained(cfg: ModelConfig, num_labels: int, regression: bool = False, seed: int = 0) -> nn.Module:
     """The pre-trained stage: the configured model with a freshly initialised task head."""
-    if cfg.name_or_path == TINY_MODEL:
-        from transformers import BertForSequenceClassification
+    if is_tiny(cfg.name_or_path):
+        from transformers import AutoModelForSequenceClassification
 
+        from kaviz.train.families import tiny_family, tiny_family_config
+
+        family = tiny_family(cfg.name_or_path)  # refuses an unknown family before anything is built
         torch.manual_seed(seed)
         tok = load_tokenizer(cfg)
-        config = tiny_bert_config(len(tok), num_labels)
+        if cfg.name_or_path == TINY_MODEL:
+            config = tiny_bert_config(len(tok), num_labels)
+        else:
+            config = tiny_family_config(family, len(tok), num_labels, tok)
         config.problem_type = _task_kwargs(num_labels, regression)["problem_type"]
-        model = BertForSequenceClassification(config)
+        model = AutoModelForSequenceClassification.from_config(config)
         model.set_attn_implementation(register_attention())
         return model
     return load_classifier(
@@ -199,43 +210,114 @@ def load_pretrained(cfg: ModelConfig, num_labels: int, regression: bool = False,
     )
 
 
+def has_lm_head(config: object) -> bool:
+    """Whether a (transformers) config's checkpoint carries a causal-LM head: it names a
+    ``*ForCausalLM`` / ``*LMHeadModel`` architecture, or ties the head to the input embeddings."""
+    archs = getattr(config, "architectures", None) or []
+    return any(a.endswith(("ForCausalLM", "LMHeadModel")) for a in archs) or bool(
+        getattr(config, "tie_word_embeddings", False)
+    )
+
+
+class NoLMHeadError(ModelLoadError):
+    """A decoder checkpoint without a causal-LM head (the LM probe would score a random head)."""
+
+
+def load_causal_lm(cfg: ModelConfig, tokenizer=None, seed: int = 0) -> nn.Module:
+    """The pre-trained decoder as ``AutoModelForCausalLM``: the LM head of the decoder probes.
+
+    ``tiny:<family>`` builds a random one of that family under ``seed`` (tests; its loss is a random
+    head's). A checkpoint without an LM head (see :func:`has_lm_head`) is refused.
+    """
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    if is_tiny(cfg.name_or_path):
+        from kaviz.train.families import tiny_family, tiny_family_config
+
+        tok = tokenizer if tokenizer is not None else load_tokenizer(cfg)
+        torch.manual_seed(seed)
+        config = tiny_family_config(tiny_family(cfg.name_or_path), len(tok), 2, tok)
+        return AutoModelForCausalLM.from_config(config).eval()
+    src = resolve_source(cfg.name_or_path)
+    local = Path(src).is_dir()
+    if local:
+        _check_local_weights(Path(src))
+    config = AutoConfig.from_pretrained(src, revision=cfg.revision, trust_remote_code=cfg.trust_remote_code)
+    if not has_lm_head(config):
+        raise NoLMHeadError(
+            f"{cfg.name_or_path!r} names no *ForCausalLM/*LMHeadModel architecture and does not tie its head to "
+            "the embeddings: the LM probe needs the pre-trained LM head (set analysis.general_probe: sts or none)"
+        )
+    try:
+        return AutoModelForCausalLM.from_pretrained(
+            src, revision=cfg.revision, trust_remote_code=cfg.trust_remote_code, use_safetensors=True if local else None
+        ).eval()
+    except Exception as e:
+        raise ModelLoadError(f"cannot load a causal LM from {src}: {type(e).__name__}: {e}") from e
+
+
 def encoder_params(model: nn.Module) -> int:
-    """Number of weights in the prunable encoder linears (the paper's compression denominator)."""
+    """Number of weights in the prunable layer matrices (the paper's compression denominator)."""
     return sum(m.weight.numel() for m in prunable_linears(model).values())
 
 
+def _layer_coefficients(d: dict[str, int], gated: bool) -> tuple[float, int]:
+    """(a, b) with one layer's matrix weights = a * width^2 + b * width * intermediate, the head size
+    being width / heads: Q and the attention output are width x width, K and V width x (width *
+    kv_heads / heads); the FFN has 2 matrices, 3 when gated."""
+    return 2 + 2 * d["kv_heads"] / d["heads"], 3 if gated else 2
+
+
 def small_dense_shape(model: nn.Module, sparsity: float, n_layers: int | None = None) -> dict[str, int]:
-    """Layers, width and FFN size of a dense student with ~(1 - sparsity) of the encoder weights.
+    """Layers, width and FFN size of a dense student with ~(1 - sparsity) of the layer weights.
 
     Layers default to ceil((1 - s) * L); the hidden size shrinks (in steps of the head count)
     only if one layer of the full width does not fit; the FFN size absorbs the remainder so the
-    encoder weight count matches the budget to within one FFN column.
+    weight count matches the budget to within one FFN column.
     """
-    d = dims(model)
-    L, h, inter, heads = d["num_layers"], d["hidden"], d["intermediate"], d["heads"]
-    budget = (1.0 - sparsity) * L * (4 * h * h + 2 * h * inter)
+    d, st = dims(model), structure_of(model)
+    L, h, heads = d["num_layers"], d["hidden"], d["heads"]
+    a, b = _layer_coefficients(d, st.gated)
+    budget = (1.0 - sparsity) * encoder_params(model)
     n = n_layers or min(L, max(1, math.ceil((1.0 - sparsity) * L - 1e-9)))
     if n > L:
         raise ValueError(f"small-dense student cannot have more layers ({n}) than the model ({L})")
     per_layer = budget / n
     width = h
-    while width > heads and 6 * width * width > per_layer:  # keep FFN >= width
+    while width > heads and (a + b) * width * width > per_layer:  # keep FFN >= width
         width -= heads
-    ffn = max(1, int(round((per_layer - 4 * width * width) / (2 * width))))
+    ffn = max(1, int(round((per_layer - a * width * width) / (b * width))))
     return {"num_layers": n, "hidden": width, "intermediate": ffn, "heads": heads}
 
 
-def _slice_like(
-    src: torch.Tensor, shape: torch.Size, heads: int, rows_by_head: bool, cols_by_head: bool
+def _shrink_matrix(
+    src: torch.Tensor, dst_shape: torch.Size, roles: tuple[str, ...], ds: dict, dt: dict, transposed: bool
 ) -> torch.Tensor:
-    """Leading slice of ``src`` to ``shape``; head-structured dims keep the first dims of *each* head."""
-    t = src
-    if rows_by_head and t.shape[0] != shape[0]:
-        t = t.reshape(heads, t.shape[0] // heads, *t.shape[1:])[:, : shape[0] // heads].reshape(shape[0], *t.shape[1:])
-    if cols_by_head and t.dim() == 2 and t.shape[1] != shape[1]:
-        t = t.reshape(t.shape[0], heads, t.shape[1] // heads)[:, :, : shape[1] // heads].reshape(t.shape[0], shape[1])
-    index = tuple(slice(0, s) for s in shape)
-    return t[index].clone()
+    """A student matrix (or its bias) cut from the teacher's: per role, the leading rows (for Q/K/V the
+    leading dims of *each* head); input columns lead too (per head for the attention output)."""
+    w = src.T if transposed and src.dim() == 2 else src  # (out, in) or (out,)
+    rows_t, rows_s = role_rows(roles, dt), role_rows(roles, ds)
+    blocks = []
+    for role in roles:
+        blk = w[rows_t[role]]
+        n_rows = rows_s[role].stop - rows_s[role].start
+        if role in ("query", "key", "value"):
+            blk = blk.reshape(-1, dt["head_dim"], *blk.shape[1:])[:, : ds["head_dim"]].reshape(n_rows, *blk.shape[1:])
+        else:
+            blk = blk[:n_rows]
+        if blk.dim() == 2:
+            if role == "attn_out":
+                blk = blk.reshape(blk.shape[0], dt["heads"], dt["head_dim"])[:, :, : ds["head_dim"]]
+                blk = blk.reshape(blk.shape[0], -1)
+            else:
+                in_s = dst_shape[0] if transposed else dst_shape[1]
+                blk = blk[:, :in_s]
+        blocks.append(blk)
+    out = torch.cat(blocks, dim=0)
+    out = out.T if transposed and out.dim() == 2 else out
+    if out.shape != dst_shape:
+        raise RuntimeError(f"small-dense slicing gave {tuple(out.shape)} for a {tuple(dst_shape)} tensor")
+    return out.clone()
 
 
 def small_dense_student(
@@ -244,7 +326,8 @@ def small_dense_student(
     """A dense student with fewer layers/width, initialised from ``pretrained``'s layers.
 
     Student layer j takes pretrained layer ``layer_map(n, L)[j]`` (uniform stride, TinyBERT);
-    narrower tensors take the leading slice (per head for Q/K/V and the attention output).
+    narrower tensors take the leading slice (per head for Q/K/V and the attention output, per role
+    in a fused matrix, read from :mod:`kaviz.core.structure`).
     Returns the student and the layer map (1-based teacher layers) used for distillation.
     """
     st = structure_of(pretrained)
@@ -254,25 +337,30 @@ def small_dense_student(
     setattr(cfg, st.num_layers_attr, shape["num_layers"])
     setattr(cfg, st.hidden_attr, shape["hidden"])
     setattr(cfg, st.intermediate_attr, shape["intermediate"])
+    if st.head_dim_attr and getattr(cfg, st.head_dim_attr, None):
+        setattr(cfg, st.head_dim_attr, shape["hidden"] // shape["heads"])
+    lmap = layer_map(shape["num_layers"], d["num_layers"])
+    for key, value in vars(pretrained.config).items():  # per-layer lists (e.g. layer_types) follow the map
+        if "layer" in key and isinstance(value, list) and len(value) == d["num_layers"]:
+            setattr(cfg, key, [value[j - 1] for j in lmap])
     student = type(pretrained)(cfg)
     student.set_attn_implementation(register_attention())
-    lmap = layer_map(shape["num_layers"], d["num_layers"])
+    ds = config_dims(cfg, st)
     layers_key = f"{st.base}.{st.layers}."
-    head_rows = {st.linears[r] for r in ("query", "key", "value")}
-    head_cols = {st.linears["attn_out"]}
     src = pretrained.state_dict()
     new = {}
     for name, tensor in student.state_dict().items():
-        src_name, rows_h, cols_h = name, False, False
+        src_name, roles = name, None
         if name.startswith(layers_key):
             idx, _, rest = name[len(layers_key) :].partition(".")
             src_name = f"{layers_key}{lmap[int(idx)] - 1}.{rest}"
-            module_path = rest.rsplit(".", 1)[0]
-            rows_h, cols_h = module_path in head_rows, module_path in head_cols and rest.endswith("weight")
+            roles = st.matrices.get(rest.rsplit(".", 1)[0])
         if src_name not in src:
             new[name] = tensor
-            continue
-        new[name] = _slice_like(src[src_name], tensor.shape, d["heads"], rows_h, cols_h)
+        elif roles is not None:
+            new[name] = _shrink_matrix(src[src_name], tensor.shape, roles, ds, d, st.transposed)
+        else:
+            new[name] = src[src_name][tuple(slice(0, s) for s in tensor.shape)].clone()
     student.load_state_dict(new)
     return student, lmap
 

@@ -42,7 +42,7 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from kaviz.core.names import parse_pattern
-from kaviz.core.structure import prunable_linears
+from kaviz.core.structure import in_features, is_transposed, prunable_linears
 from kaviz.train.pruning import check_pattern, cubic_sparsity, nm_mask
 
 Method = Literal["topK", "sigmoied_threshold"]
@@ -156,9 +156,10 @@ class MovementScores(nn.Module):
         if self.pattern is not None and method != "topK":
             raise ValueError(f"an N:M pattern needs method 'topK', got {method!r}")
         self.names = list(lins)
+        self.transposed = [is_transposed(lin) for lin in lins.values()]
         for name, lin in lins.items():
-            if self.pattern is not None and lin.in_features % self.pattern[1]:
-                raise ValueError(f"{name}: {lin.in_features} inputs are not a multiple of M={self.pattern[1]}")
+            if self.pattern is not None and in_features(lin) % self.pattern[1]:
+                raise ValueError(f"{name}: {in_features(lin)} inputs are not a multiple of M={self.pattern[1]}")
         w = [lin.weight for lin in lins.values()]
         self.scores = nn.ParameterList(
             [nn.Parameter(torch.full(p.shape, float(init), dtype=torch.float32, device=p.device)) for p in w]
@@ -169,8 +170,11 @@ class MovementScores(nn.Module):
         self._final: list[torch.Tensor] | None = None
 
     def mask(self, i: int) -> torch.Tensor:
-        """The 0/1 mask ``(out, in)`` of linear ``i`` from its scores, differentiable straight-through."""
+        """The 0/1 mask of linear ``i`` (shaped like its weight) from its scores, differentiable
+        straight-through; N:M groups run along the inputs, also for ``(in, out)`` Conv1D weights."""
         if self.method == "topK":
+            if self.transposed[i]:
+                return TopKBinarizer.apply(self.scores[i].T, self.sparsity, self.pattern).T
             return TopKBinarizer.apply(self.scores[i], self.sparsity, self.pattern)
         return ThresholdBinarizer.apply(self.scores[i], self.threshold, True)
 

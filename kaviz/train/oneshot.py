@@ -30,7 +30,7 @@ from torch import nn
 
 from kaviz.core.errors import KavizError
 from kaviz.core.names import parse_pattern
-from kaviz.core.structure import describe, encoder_layers, prunable_linears
+from kaviz.core.structure import describe, encoder_layers, in_features, oriented, prunable_linears
 from kaviz.train.models import eval_mode
 from kaviz.train.pruning import MaskSet, check_pattern, nm_mask, topk_mask
 
@@ -288,7 +288,7 @@ def _validate(model: nn.Module, sparsity: float, pattern: str | None, blocksize:
     """Every check that can fail, before any weight changes."""
     _check_sparsity(sparsity)
     for lin in prunable_linears(model).values():
-        nm = _nm(pattern, sparsity, lin.in_features)
+        nm = _nm(pattern, sparsity, in_features(lin))
         if blocksize is not None and nm is not None and blocksize % nm[1]:
             raise OneShotError(f"blocksize {blocksize} must be a multiple of the pattern's M={nm[1]}")
     if blocksize is not None and blocksize < 1:
@@ -313,8 +313,9 @@ def prune_wanda(
     _validate(model, sparsity, pattern)
 
     def prune_one(lin: nn.Linear, norm2: torch.Tensor) -> None:
-        keep = wanda_mask(lin.weight, norm2.sqrt(), sparsity, pattern)  # (out, in)
-        lin.weight.masked_fill_(~keep, 0.0)
+        w = oriented(lin)  # (out, in) view, also of a Conv1D
+        keep = wanda_mask(w, norm2.sqrt(), sparsity, pattern)  # (out, in)
+        w.masked_fill_(~keep, 0.0)
 
     return _prune_sequential(model, batches, "norm", prune_one, "wanda", pattern, progress, stats)
 
@@ -341,7 +342,8 @@ def prune_sparsegpt(
         raise OneShotError(f"percdamp must be >= 0, got {percdamp}")
 
     def prune_one(lin: nn.Linear, H: torch.Tensor) -> None:
-        new, _ = sparsegpt_prune(lin.weight, H, sparsity, pattern, blocksize, percdamp)
-        lin.weight.copy_(new)
+        w = oriented(lin)  # (out, in) view, also of a Conv1D
+        new, _ = sparsegpt_prune(w, H, sparsity, pattern, blocksize, percdamp)
+        w.copy_(new)
 
     return _prune_sequential(model, batches, "hessian", prune_one, "sparsegpt", pattern, progress, stats)

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from kaviz.core.names import parse_pattern
-from kaviz.core.structure import describe, prunable_linears
+from kaviz.core.structure import is_transposed, oriented, parts, prunable_linears
 
 Criterion = Callable[[torch.Tensor], torch.Tensor]  # weight (out, in) -> importance score, same shape
 
@@ -80,6 +80,7 @@ class MaskSet:
         self.linears = prunable_linears(model)
         self.pattern = parse_pattern(pattern)
         self.names = list(self.linears)
+        self.transposed = [is_transposed(m) for m in self.linears.values()]
         self.masks: list[torch.Tensor] = [torch.ones_like(w, dtype=torch.bool) for w in self.weights]
         self._float_masks: list[torch.Tensor] | None = None
         if isinstance(criterion, str):
@@ -109,7 +110,10 @@ class MaskSet:
         self._follow_weights()
         for i, w in enumerate(self.weights):
             score = self.criterion(w.detach()).float().masked_fill(~self.masks[i], -math.inf)
-            self.masks[i] = self._mask(score, sparsity)
+            if self.transposed[i]:  # N:M groups run along the inputs: mask the (out, in) view
+                self.masks[i] = self._mask(score.T, sparsity).T
+            else:
+                self.masks[i] = self._mask(score, sparsity)
             measurable = w.device.type != "meta"  # (tests move models to 'meta' to stand in for a GPU)
             if (
                 measurable
@@ -191,14 +195,16 @@ class CubicPruner:
 
 
 def sparsity_table(model: nn.Module) -> pd.DataFrame:
-    """Measured zeros per prunable matrix: module, layer, role, numel, nonzero, sparsity."""
+    """Measured zeros per layer and role: module, layer, role, numel, nonzero, sparsity (a fused
+    matrix, e.g. GPT-2's ``c_attn``, gives one row per role it holds)."""
     rows = []
+    lins = prunable_linears(model)
     with torch.no_grad():
-        for name, lin in prunable_linears(model).items():
-            layer, role = describe(name, model)
-            n, nz = lin.weight.numel(), int(torch.count_nonzero(lin.weight))
+        for p in parts(model):
+            w = oriented(lins[p.name])[p.rows]  # (rows, in)
+            n, nz = w.numel(), int(torch.count_nonzero(w))
             rows.append(
-                {"module": name, "layer": layer, "role": role, "numel": n, "nonzero": nz, "sparsity": 1 - nz / n}
+                {"module": p.name, "layer": p.layer, "role": p.role, "numel": n, "nonzero": nz, "sparsity": 1 - nz / n}
             )
     return pd.DataFrame(rows, columns=["module", "layer", "role", "numel", "nonzero", "sparsity"])
 

@@ -32,7 +32,7 @@ from typing import Literal
 import torch
 from torch import nn
 
-from kaviz.core.structure import dims, encoder_layers, structure_of
+from kaviz.core.structure import UnsupportedArchitectureError, dims, encoder_layers, structure_of
 from kaviz.train.models import encoder_params, eval_mode
 
 Kind = Literal["fisher", "taylor"]
@@ -65,7 +65,34 @@ class _Layer:
         return self.lin("ffn_in").out_features
 
 
+class StructuredUnsupportedError(UnsupportedArchitectureError):
+    """Structured pruning of a layout it does not (yet) handle: fused, gated, grouped or Conv1D."""
+
+
+def check_supported(model: nn.Module) -> None:
+    """Structured pruning removes rows and columns of separate Q/K/V, attention-output, FFN-in and
+    FFN-out linears; fused, gated, grouped-query and Conv1D layouts are refused by name."""
+    st, d = structure_of(model), dims(model)
+    why = [
+        label
+        for label, bad in (
+            ("fused projections", st.fused),
+            ("a gated FFN", st.gated),
+            ("grouped-query attention", d["kv_heads"] != d["heads"]),
+            ("transposed Conv1D weights", st.transposed),
+            ("a head size other than hidden / heads", d["head_dim"] * d["heads"] != d["hidden"]),
+        )
+        if bad
+    ]
+    if why:
+        raise StructuredUnsupportedError(
+            f"structured pruning does not support {model.config.model_type!r} ({', '.join(why)}); "
+            "use an unstructured or N:M method for this family"
+        )
+
+
 def _layers(model: nn.Module) -> list[_Layer]:
+    check_supported(model)
     head_size = dims(model)["hidden"] // dims(model)["heads"]
     return [_Layer(model, i, layer, head_size) for i, layer in enumerate(encoder_layers(model))]
 
@@ -358,6 +385,7 @@ def plan_from_zeros(model: nn.Module) -> dict:
     """The structured plan a masked model carries: per layer, the heads whose attention-output columns
     are all zero and the FFN neurons whose FFN-out columns are all zero (what they write is gone).
     Layers keep at least one head and one neuron (a layer with none found keeps its first)."""
+    check_supported(model)
     st, d = structure_of(model), dims(model)
     head_size = d["hidden"] // d["heads"]
     out: dict = {"heads": {}, "neurons": {}}

@@ -17,7 +17,7 @@ STATUS_COLORS = {"done": "#2CA02C", "running": "#1F77B4", "pending": "#C7C7C7", 
 MARKER_METHODS = tuple(name for name, info in METHOD_INFO.items() if info.markers_only)
 #: Encoder matrices per layer in display order (kaviz.core.structure.ROLES; repeated here so that
 #: plotting does not import torch).
-ROLE_ORDER = ("query", "key", "value", "attn_out", "ffn_in", "ffn_out")
+ROLE_ORDER = ("query", "key", "value", "attn_out", "ffn_gate", "ffn_in", "ffn_out")
 
 
 def method_color(method: str, known: list[str] | None = None) -> str:
