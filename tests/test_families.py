@@ -139,3 +139,28 @@ def test_pages_render_the_run(family_run, page, monkeypatch):
     assert at.title or at.header or at.markdown
     if page.endswith("knowledge_flow.py") and STRUCTURES[family].causal:  # the decoder probes beside the others
         assert "general_lm_loss" in at.selectbox(key="knowledge_general").options
+
+
+def test_a_decoder_without_a_pad_token_loads_and_classifies_batches(tmp_path, tok):
+    """GPT-2 and Llama checkpoints ship no pad token: kaviz pads with EOS (tokenizer and model), so a
+    padded batch classifies each row at its own last real token."""
+    from transformers import AutoModelForCausalLM
+
+    from kaviz.core.config import ModelConfig
+    from kaviz.train.families import tiny_family_config
+    from kaviz.train.models import load_classifier, load_tokenizer
+
+    cfg = tiny_family_config("gpt2", len(tok), 2, tok)
+    cfg.pad_token_id = None
+    AutoModelForCausalLM.from_config(cfg).save_pretrained(tmp_path)
+    no_pad = type(tok).from_pretrained(tok.name_or_path)
+    no_pad.pad_token, no_pad.eos_token = None, "[SEP]"
+    no_pad.save_pretrained(tmp_path)
+    t = load_tokenizer(ModelConfig(name_or_path=str(tmp_path)))
+    model = load_classifier(str(tmp_path), 2).eval()
+    assert t.pad_token == "[SEP]" and model.config.pad_token_id == t.sep_token_id
+    enc = t(["a good film", "bad"], padding=True, return_tensors="pt")
+    with torch.no_grad():
+        both = model(**enc).logits
+        alone = model(**t(["bad"], return_tensors="pt")).logits
+    assert torch.allclose(both[1], alone[0], atol=1e-5)

@@ -90,7 +90,10 @@ def load_tokenizer(cfg: ModelConfig):
     from transformers import AutoTokenizer
 
     src = str(packaged_model_dir()) if is_tiny(cfg.name_or_path) else resolve_source(cfg.name_or_path)
-    return AutoTokenizer.from_pretrained(src, revision=cfg.revision, trust_remote_code=cfg.trust_remote_code)
+    tok = AutoTokenizer.from_pretrained(src, revision=cfg.revision, trust_remote_code=cfg.trust_remote_code)
+    if tok.pad_token is None and tok.eos_token is not None:  # decoders (GPT-2, Llama) ship without one
+        tok.pad_token = tok.eos_token
+    return tok
 
 
 def tiny_bert_config(vocab_size: int, num_labels: int):
@@ -159,6 +162,9 @@ def load_classifier(
     finally:
         hf_logging.set_verbosity(verbosity)
     structure_of(model)  # fail early, with a clear message, on an unsupported architecture
+    if model.config.pad_token_id is None:  # a decoder classifies at the last non-pad token: it needs a pad id
+        eos = model.config.eos_token_id
+        model.config.pad_token_id = eos[0] if isinstance(eos, list) else eos
     return model
 
 
