@@ -46,6 +46,8 @@ def family_config(family: str, completion_file: str | None = None) -> RunConfig:
                 "probe_size": 16,
                 "attribution_examples": 2,
                 "ig_steps": 2,
+                "inference_repeats": 2,  # the costs table is made, not timed carefully
+                "inference_batch_sizes": [4],
                 "completion_file": completion_file,
             },
         }  # fmt: skip

@@ -8,7 +8,7 @@ import math
 import pytest
 import torch
 
-from kaviz.measure.lm_probes import ProbeFileError, completion_probe, lm_loss, read_completion_file
+from kaviz.measure.lm_probes import completion_probe, lm_loss
 
 
 @pytest.fixture(scope="module")
@@ -66,33 +66,6 @@ def test_completion_probe_equals_greedy_decoding_and_its_likelihood(lm):
     own = tok.decode([nxt])
     if tok(own, add_special_tokens=False)["input_ids"] == [nxt]:
         assert completion_probe(model, tok, [{"prompt": prompt, "answer": own}]).exact.iloc[0]
-
-
-@pytest.mark.parametrize(
-    "content, words",
-    [
-        (b'{"prompt": "a", "answer": "b"}\n{"prompt": "c"}\n', "line 2: missing 'answer'"),
-        (b'{"prompt": "a", "answer": "  "}\n', "line 1: the answer is empty"),
-        (b'{"prompt": "a", "answer": "b"}\n\n\xff\xfe\n', "line 3: not UTF-8"),
-        (b"[1, 2]\n", "line 1: expected a JSON object"),
-        (b"{nope\n", "line 1: not a JSON object"),
-        (b"\n\n", "no prompt/answer pairs"),
-    ],
-)
-def test_bad_probe_files_are_refused_with_the_line(tmp_path, content, words):
-    path = tmp_path / "probe.jsonl"
-    path.write_bytes(content)
-    with pytest.raises(ProbeFileError, match=words):
-        read_completion_file(path)
-
-
-def test_a_good_probe_file_reads(tmp_path):
-    path = tmp_path / "probe.jsonl"
-    path.write_text('{"prompt": "the capital of france is", "answer": " paris"}\n\n{"prompt": "x", "answer": "y"}\n')
-    assert read_completion_file(path) == [
-        {"prompt": "the capital of france is", "answer": " paris"},
-        {"prompt": "x", "answer": "y"},
-    ]
 
 
 @pytest.mark.parametrize("family", ["gpt2", "llama"])
