@@ -154,6 +154,23 @@ def test_attention_table_is_tidy_and_marks_pruned_heads():
     assert isinstance(custom, pd.DataFrame) and custom.layer.dtype.kind == "i" and custom.pruned.dtype == bool
 
 
+def test_attention_table_in_row_blocks_matches_the_references(monkeypatch):
+    """Blocks of one row each (BLOCK_ELEMENTS below one row's map) pool to the per-row references,
+    padding-only rows included; row blocking bounds memory and never changes a number beyond float64 rounding."""
+    import kaviz.measure.attention as attention
+
+    maps_a, maps_b, mask = [_maps(0)], [_maps(1)], _mask()
+    whole = attention_table(maps_a, maps_b, mask)
+    monkeypatch.setattr(attention, "BLOCK_ELEMENTS", 1)
+    blocked = attention_table(maps_a, maps_b, mask)
+    pd.testing.assert_frame_equal(blocked, whole, rtol=1e-12, atol=1e-15)
+    js = blocked[blocked.metric == "js"].value.to_numpy()
+    np.testing.assert_allclose(js, _ref_rows(maps_a[0], maps_b[0], REFS[attention_js]), rtol=1e-10)
+    padded = torch.cat([mask, torch.zeros(1, T, dtype=mask.dtype)])  # a batch row that is all padding
+    extra = [torch.cat([m, torch.full((1, H, T, T), float("nan"))]) for m in maps_a + maps_b]
+    pd.testing.assert_frame_equal(attention_table(extra[:1], extra[1:], padded), whole, rtol=1e-12, atol=1e-15)
+
+
 def test_attention_table_errors():
     maps, mask = [_maps(0)], _mask()
     with pytest.raises(ValueError, match="maps_b is None"):

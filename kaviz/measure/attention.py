@@ -13,6 +13,8 @@ Rules shared by every function here:
 * Natural logarithms (nats): JS in [0, ln 2]; entropy of a uniform row over k keys is ln k.
 * ValueError for wrong shapes, negative or non-finite probabilities at real positions, or a
   mask with no real token.
+* :func:`attention_table` works through each layer in blocks of batch rows (``BLOCK_ELEMENTS`` map
+  elements at a time), so its float64 working set stays bounded whatever the probe size.
 """
 
 from __future__ import annotations
@@ -27,10 +29,11 @@ PairMetric = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor] 
 MapMetric = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # p, mask -> (heads,)
 
 _F64 = torch.float64
+BLOCK_ELEMENTS = 1 << 22  # attention_table works on this many map elements (float64) at a time, about 32 MiB
 
 
-def _prepare(p: torch.Tensor, mask: torch.Tensor, name: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """Renormalised float64 rows ``(B, H, T, T)`` (padded rows/columns zeroed) and row weights ``(B, T)``."""
+def _check(p: torch.Tensor, mask: torch.Tensor, name: str) -> None:
+    """ValueError unless ``p`` is ``(B, H, T, T)`` and ``mask`` ``(B, T)`` with at least one real token."""
     if not isinstance(p, torch.Tensor) or p.ndim != 4 or p.shape[-1] != p.shape[-2]:
         raise ValueError(f"{name} must have shape (batch, heads, T, T), got {getattr(p, 'shape', type(p))}")
     if not isinstance(mask, torch.Tensor) or tuple(mask.shape) != (p.shape[0], p.shape[-1]):
@@ -38,9 +41,13 @@ def _prepare(p: torch.Tensor, mask: torch.Tensor, name: str) -> tuple[torch.Tens
             f"mask must have shape (batch, T) = {(p.shape[0], p.shape[-1])} to match {name} {tuple(p.shape)}, "
             f"got {getattr(mask, 'shape', type(mask))}"
         )
-    real = mask.to(p.device) != 0  # (B, T)
-    if not bool(real.any()):
+    if not bool((mask != 0).any()):
         raise ValueError("mask has no real token (all zeros)")
+
+
+def _normalise(p: torch.Tensor, real: torch.Tensor, name: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Renormalised float64 rows ``(B, H, T, T)`` (padded rows/columns zeroed) and row weights ``(B, T)``
+    of checked maps ``p`` with ``real`` ``(B, T)`` bool on ``p``'s device (rows of a block may all be padding)."""
     keys = real[:, None, None, :]  # (B, 1, 1, T)
     cell = keys & real[:, None, :, None]  # (B, 1, T, T) real query x real key
     p = torch.where(cell, p.detach().to(_F64), 0.0)  # (B, H, T, T)
@@ -51,6 +58,12 @@ def _prepare(p: torch.Tensor, mask: torch.Tensor, name: str) -> tuple[torch.Tens
     total = p.sum(-1, keepdim=True)  # (B, H, T, 1)
     uniform = keys.to(_F64) / real.sum(-1).clamp_min(1)[:, None, None, None]  # (B, 1, 1, T)
     return torch.where(total > 0, p / total.clamp_min(torch.finfo(_F64).tiny), uniform), real.to(_F64)
+
+
+def _prepare(p: torch.Tensor, mask: torch.Tensor, name: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`_check` then :func:`_normalise` of the whole batch."""
+    _check(p, mask, name)
+    return _normalise(p, mask.to(p.device) != 0, name)
 
 
 def _pool(rows: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
@@ -167,23 +180,65 @@ def attention_table(
     records: list[dict[str, object]] = []
     for layer, p in enumerate(maps_a):
         q = None if maps_b is None else maps_b[layer]
-        pn, w = _prepare(p, mask, f"maps_a[{layer}]")
-        qn = None if q is None else _prepare(q, mask, f"maps_b[{layer}]")[0]
-        if qn is not None and qn.shape != pn.shape:
-            raise ValueError(f"maps_a[{layer}] {tuple(p.shape)} and maps_b[{layer}] {tuple(q.shape)} differ in shape")
-        values: dict[str, torch.Tensor] = {}
+        _check(p, mask, f"maps_a[{layer}]")
+        if q is not None:
+            _check(q, mask, f"maps_b[{layer}]")
+            if q.shape != p.shape:
+                raise ValueError(
+                    f"maps_a[{layer}] {tuple(p.shape)} and maps_b[{layer}] {tuple(q.shape)} differ in shape"
+                )
+        values = _pooled_blocks(p, q, mask, [m for m in metrics if not callable(m)], layer)
         for m in metrics:
             if callable(m):
                 values[m.__name__] = torch.as_tensor(m(p, q, mask), dtype=_F64).reshape(-1)
-            elif m in MAP_METRICS:
-                values[f"{m}_a"] = _pool(_ROWS[m](pn), w)
-                if qn is not None:
-                    values[f"{m}_b"] = _pool(_ROWS[m](qn), w)
-            else:
-                values[m] = _pool(_ROWS[m](pn, qn), w)
-        for head in range(pn.shape[1]):
+        values = {k: values[k] for k in _value_names(metrics, q is not None)}
+        for head in range(p.shape[1]):
             pruned = (layer, head) in pruned_set
             for name, v in values.items():
                 value = math.nan if pruned else float(v[head])
                 records.append({"layer": layer, "head": head, "metric": name, "value": value, "pruned": pruned})
     return pd.DataFrame.from_records(records, columns=["layer", "head", "metric", "value", "pruned"])
+
+
+def _value_names(metrics: Sequence[str | PairMetric], pair: bool) -> list[str]:
+    """The table's metric names in ``metrics`` order ("<map metric>_a", "_b" for a map metric)."""
+    names: list[str] = []
+    for m in metrics:
+        if callable(m):
+            names.append(m.__name__)
+        elif m in MAP_METRICS:
+            names += [f"{m}_a", *([f"{m}_b"] if pair else [])]
+        else:
+            names.append(m)
+    return names
+
+
+def _pooled_blocks(
+    p: torch.Tensor, q: torch.Tensor | None, mask: torch.Tensor, metrics: Sequence[str], layer: int
+) -> dict[str, torch.Tensor]:
+    """Named metrics of one layer's checked maps ``(B, H, T, T)`` -> ``(H,)`` each, computed over blocks
+    of rows so that the float64 working set stays near ``BLOCK_ELEMENTS`` elements per map (the result
+    is the same pooled mean as over the whole batch: sums of per-row values over sums of weights)."""
+    B, H, T, _ = p.shape
+    rows = max(1, BLOCK_ELEMENTS // max(1, H * T * T))
+    real_all = mask.to(p.device) != 0  # (B, T)
+    sums: dict[str, torch.Tensor] = {}
+    weight = torch.zeros((), dtype=_F64, device=p.device)
+    for lo in range(0, B, rows):
+        real = real_all[lo : lo + rows]  # (b, T)
+        pn, w = _normalise(p[lo : lo + rows], real, f"maps_a[{layer}]")
+        qn = None if q is None else _normalise(q[lo : lo + rows], real, f"maps_b[{layer}]")[0]
+        block: dict[str, torch.Tensor] = {}
+        for m in metrics:
+            if m in MAP_METRICS:
+                block[f"{m}_a"] = _ROWS[m](pn)  # (b, H, T)
+                if qn is not None:
+                    block[f"{m}_b"] = _ROWS[m](qn)
+            else:
+                block[m] = _ROWS[m](pn, qn)
+        for name, v in block.items():
+            s = (v * w[:, None, :]).sum((0, 2))  # (H,)
+            sums[name] = s if name not in sums else sums[name] + s
+        weight = weight + w.sum()
+        del pn, qn, block
+    return {name: s / weight for name, s in sums.items()}
