@@ -433,3 +433,19 @@ def test_unit_tables_added_after_finish(run):
         run.write_unit_table("pretrained", "metrics", df)
     with pytest.raises(StoreError):
         run.write_unit_table("pretrained", "../x", df)
+
+
+def test_scratch_folders_live_inside_the_run_and_are_removed(run, tmp_path):
+    with run.scratch("capture-finetuned") as a, run.scratch("capture-finetuned") as b:
+        assert a != b and a.is_dir() and b.is_dir() and not any(a.iterdir())
+        assert run.path in a.parents and a.name.startswith("capture-finetuned.")
+        (a / "chunk.bin").write_bytes(b"x" * 10)
+        copy = run.copy_to(tmp_path / "copy")
+        assert not any(p.name.startswith(".scratch") for p in copy.path.iterdir())
+    assert not a.exists() and not b.exists() and not a.parent.exists()
+    with pytest.raises(RuntimeError, match="boom"), run.scratch("x") as c:
+        (c / "f").write_text("half-written")
+        raise RuntimeError("boom")
+    assert not c.exists()
+    with pytest.raises(StoreError), run.scratch("../outside"):
+        pass

@@ -9,7 +9,8 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -31,6 +32,7 @@ UNITS = "units"
 ANALYSIS = "analysis"
 TOKENIZER = "tokenizer"
 CHECKPOINT = "checkpoint"
+SCRATCH = ".scratch"  # temporary folders of work in progress (streamed captures); never copied
 COMPACT = "compact"  # weights stored as a difference from the pre-trained model (kaviz.train.compact)
 METRICS = "metrics"
 
@@ -247,6 +249,24 @@ class Run:
         if not folder.is_dir():
             return []
         return sorted(p.stem for p in folder.glob("*.parquet") if not p.name.startswith("."))
+
+    # ----- scratch space ---------------------------------------------------------------------------
+    @contextmanager
+    def scratch(self, purpose: str) -> Iterator[Path]:
+        """A fresh, empty folder inside the run (``.scratch/<purpose>.<random>``) for temporary files,
+        such as captures streamed to disk during analysis; removed with its contents on leaving the
+        block, also after an error.  Copies of the run (:meth:`copy_to`) never include it."""
+        root = self.store._inside(self.path / SCRATCH)
+        root.mkdir(exist_ok=True)
+        folder = Path(tempfile.mkdtemp(prefix=f"{_name(purpose, 'scratch purpose')}.", dir=root))
+        try:
+            yield folder
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
+            try:
+                root.rmdir()  # only when no other scratch folder is in use
+            except OSError:
+                pass
 
     # ----- log and copies -------------------------------------------------------------------------
     def log(self, message: str) -> None:
