@@ -149,15 +149,17 @@ class CaptureReader:
 
     def cat(self, key: str) -> Tensor:
         """All chunks of ``key`` joined on dim 0; dims that differ between chunks (an attention map's
-        ``T``) are zero-padded at the end to their maximum."""
-        parts = list(self.iter(key))
-        if all(p.shape[1:] == parts[0].shape[1:] for p in parts):
-            return torch.cat(parts)
-        out = parts[0].new_zeros(self.shape(key))
+        ``T``) are zero-padded at the end to their maximum.  Chunks are copied into the result one at a
+        time, so reading a key needs its own size plus one chunk."""
+        out: Tensor | None = None
         row = 0
-        for p in parts:
+        for p in self.iter(key):
+            if out is None:
+                out = p.new_zeros(self.shape(key))
             out[(slice(row, row + p.shape[0]), *(slice(0, s) for s in p.shape[1:]))] = p
             row += p.shape[0]
+        if out is None:
+            raise ValueError(f"capture {self.folder} lists key {key!r} in no chunk; the index is damaged")
         return out
 
     def _check(self, key: str) -> None:
