@@ -130,3 +130,46 @@ def test_stored_cka_equals_the_textbook_formula_on_fresh_captures(analysed):
         want = textbook(feats[unit][int(r.layer)], feats["finetuned"][int(r.ref_layer)])
         assert r.value == pytest.approx(want, abs=1e-6), int(r.layer)
     assert rows.value.min() < 0.999  # the pruned student differs from its teacher somewhere
+
+
+def test_streamed_analysis_gives_the_same_tables_and_cleans_up(analysed, tmp_path, monkeypatch):
+    """analysis.stream 'always' (maps to a scratch folder, one layer read back at a time) writes the
+    same knowledge and CKA-matrix tables as the in-memory analysis ('auto' at this size) of the same run."""
+    import dataclasses
+
+    import kaviz.analysis.captures as captures
+    from kaviz.core.config import RunConfig
+
+    run, _ = analysed
+    assert "streaming attention maps" not in run.log_path.read_text()  # 'auto' kept this tiny run in memory
+    copy = run.copy_to(tmp_path / "copy", include_checkpoints=True)
+    written: list[str] = []
+
+    class Spy(captures.CaptureSink):
+        def write(self, batch_index, tensors):
+            written.extend(tensors)
+            super().write(batch_index, tensors)
+
+    monkeypatch.setattr(captures, "CaptureSink", Spy)
+    acfg = dataclasses.replace(RunConfig.from_dict(run.config).analysis, stream="always")
+    assert Analyzer(copy, acfg, progress=False).run(force=True) == list(run.units().unit)
+    assert written and {k.split(".")[0] for k in written} == {"attn"}  # only maps were streamed
+    assert not (copy.path / ".scratch").exists()
+    for name in ("knowledge", "cka_matrix"):
+        want, got = knowledge_table(run, name), knowledge_table(copy, name)
+        pd.testing.assert_frame_equal(got, want, rtol=1e-9, atol=1e-12)
+    k = knowledge_table(copy)
+    assert {"js", "kl", "cosine", "attention_entropy"} <= set(k.metric)
+
+
+def test_auto_streams_above_the_threshold(analysed, tmp_path):
+    import dataclasses
+
+    from kaviz.core.config import RunConfig
+
+    run, _ = analysed
+    copy = run.copy_to(tmp_path / "copy", include_checkpoints=True)
+    acfg = dataclasses.replace(RunConfig.from_dict(run.config).analysis, stream_above_gib=1e-6, inference=False)
+    Analyzer(copy, acfg, progress=False).run(force=True)
+    assert "analyze: streaming attention maps to disk" in copy.log_path.read_text()
+    pd.testing.assert_frame_equal(knowledge_table(copy), knowledge_table(run), rtol=1e-9, atol=1e-12)

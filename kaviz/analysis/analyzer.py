@@ -10,11 +10,16 @@ For every done unit with weights, one capture on a fixed probe set, then:
 
 Tables are stored per unit (``knowledge``, ``cka_matrix``, ``attribution``), so a re-run only
 computes units that lack them; ``force=True`` recomputes everything.
+
+Only the references' captures are kept between units.  With ``analysis.stream`` (or 'auto' above
+``stream_above_gib`` by :mod:`kaviz.measure.memory`), attention maps are streamed to a scratch folder
+of the run and each layer's metrics read that layer alone (:mod:`kaviz.analysis.captures`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextlib import ExitStack
 from dataclasses import dataclass
 
 import pandas as pd
@@ -22,14 +27,20 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from kaviz.analysis.captures import (
+    UnitCapture,
+    capture_unit,
+    pair_attention_rows,
+    self_attention_rows,
+    wants_streaming,
+)
 from kaviz.analysis.costs import measure_unit, with_reference
 from kaviz.core import schema
 from kaviz.core.config import AnalysisConfig, RunConfig, is_tiny
 from kaviz.core.schema import KNOWLEDGE_COLUMNS
 from kaviz.core.structure import dead_heads, structure_of
 from kaviz.data.base import TaskError
-from kaviz.measure.attention import ATTENTION_METRICS, attention_table
-from kaviz.measure.capture import Captured, capture, probe_inputs
+from kaviz.measure.capture import probe_inputs
 from kaviz.measure.cka_matrix import cka_matrix
 from kaviz.measure.lm_probes import LMHead, read_completion_file, read_corpus
 from kaviz.measure.probes import MLMHead, general_knowledge, has_mlm_head, linear_probe, sts_pairs
@@ -38,6 +49,7 @@ from kaviz.store import Run
 from kaviz.train.models import load_causal_lm, load_model, load_pretrained, load_tokenizer, pick_device
 
 REFERENCES = {"pretrained": [], "finetuned": ["pretrained"], "pruned": ["finetuned", "pretrained"]}
+KEPT = {name for refs in REFERENCES.values() for name in refs}  # captures reused by later units
 DONE_MARK = "knowledge"  # written last: a unit with this table is analysed
 COSTS = "inference"  # what the unit buys at inference (kaviz.analysis.costs)
 
@@ -70,15 +82,16 @@ class UnitModel:
 
 
 def compare(
-    cap: Captured,
-    ref: Captured,
+    cap: UnitCapture,
+    ref: UnitCapture,
     pairs: list[tuple[int, int]],
     acfg: AnalysisConfig,
     heads_pruned: set[tuple[int, int]],
     mask: torch.Tensor,
 ) -> tuple[list[dict], pd.DataFrame]:
     """Knowledge rows of one model against one reference, and the full linear-CKA layer matrix."""
-    feats, ref_feats = (cap.mean, ref.mean) if acfg.features == "mean" else (cap.cls, ref.cls)
+    c, r = cap.captured, ref.captured
+    feats, ref_feats = (c.mean, r.mean) if acfg.features == "mean" else (c.cls, r.cls)
     rows: list[dict] = []
     for kind in acfg.cka_kinds:
         fn = METRICS[kind]
@@ -101,14 +114,7 @@ def compare(
             for j in range(mat.shape[1])
         ]
     )
-    if cap.attentions is not None and ref.attentions is not None:
-        maps = [cap.attentions[i - 1] for i, _ in pairs[1:]]
-        ref_maps = [ref.attentions[j - 1] for _, j in pairs[1:]]
-        if all(a.shape == b.shape for a, b in zip(maps, ref_maps)):
-            att = attention_table(maps, ref_maps, mask, metrics=list(ATTENTION_METRICS), pruned_heads=heads_pruned)
-            att["ref_layer"] = [pairs[int(x) + 1][1] for x in att["layer"]]
-            att["layer"] = att["layer"] + 1
-            rows += att.to_dict("records")
+    rows += pair_attention_rows(cap, ref, pairs, mask, heads_pruned)
     return rows, matrix
 
 
@@ -129,8 +135,9 @@ class Analyzer:
         self.progress = progress
         self.echo = echo or (lambda m: None)
         self.device = pick_device(self.cfg.training.device)
-        self._caps: dict[str, Captured] = {}
+        self._caps: dict[str, UnitCapture] = {}
         self._refs: dict[str, nn.Module | None] = {}
+        self._stream: bool | None = None  # decided on the first capture (analysis.stream)
 
     def _setup(self) -> None:
         from transformers import AutoTokenizer
@@ -180,13 +187,47 @@ class Analyzer:
             return None
         return load_model(source, m, spec.num_labels, spec.is_regression, self.cfg.seed)
 
-    def _capture(self, unit: str, model: nn.Module) -> Captured:
-        if unit not in self._caps:
-            dtype = torch.float16 if self.acfg.float16 else torch.float32
-            self._caps[unit] = capture(
-                model, self.probe, batch_size=self.acfg.batch_size, device=self.device, dtype=dtype, tokens=False
+    def _streams(self, model: nn.Module) -> bool:
+        """Whether captures stream their maps to disk (decided once, on the first model captured)."""
+        if self._stream is None:
+            self._stream, need = wants_streaming(
+                self.acfg, model, self.probe, dtype=self._dtype(), classes=max(1, self.spec.num_labels)
             )
+            if self._stream and need is not None:
+                self.run_.log(
+                    f"analyze: streaming attention maps to disk (in memory would need ~{need / 2**30:.1f} GiB "
+                    f"> analysis.stream_above_gib {self.acfg.stream_above_gib:g})"
+                )
+        return self._stream
+
+    def _dtype(self) -> torch.dtype:
+        return torch.float16 if self.acfg.float16 else torch.float32
+
+    def _capture(self, unit: str, model: nn.Module) -> UnitCapture:
+        if unit not in self._caps:
+            folder, stack = None, ExitStack()
+            if self._streams(model):
+                folder = stack.enter_context(self.run_.scratch(f"capture-{unit}"))
+            try:
+                self._caps[unit] = capture_unit(
+                    model,
+                    self.probe,
+                    batch_size=self.acfg.batch_size,
+                    device=self.device,
+                    dtype=self._dtype(),
+                    folder=folder,
+                    cleanup=stack.close,
+                )
+            except BaseException:
+                stack.close()
+                raise
         return self._caps[unit]
+
+    def _drop(self, unit: str) -> None:
+        """Forget ``unit``'s capture and remove its streamed maps."""
+        cap = self._caps.pop(unit, None)
+        if cap is not None:
+            cap.cleanup()
 
     def run(self, force: bool = False) -> list[str]:
         """Analyse the units that need it; returns their ids."""
@@ -199,13 +240,19 @@ class Analyzer:
         by_id = {u["unit"]: u for u in units}
         done = []
         bar = tqdm(todo, desc="analyze", unit="unit", disable=not self.progress, dynamic_ncols=True)
-        for u in bar:
-            bar.set_description(f"analyze {u['unit']}")
-            if self._analyze_unit(u, by_id, force):
-                done.append(u["unit"])
+        try:
+            for u in bar:
+                bar.set_description(f"analyze {u['unit']}")
+                if self._analyze_unit(u, by_id, force):
+                    done.append(u["unit"])
+                if u["unit"] not in KEPT:
+                    self._drop(u["unit"])
+        finally:
+            for unit in list(self._caps):
+                self._drop(unit)
         return done
 
-    def _reference(self, name: str, by_id: dict) -> tuple[Captured, nn.Module] | None:
+    def _reference(self, name: str, by_id: dict) -> tuple[UnitCapture, nn.Module] | None:
         if name not in self._refs:
             u = by_id.get(name)
             self._refs[name] = self.load(u) if u is not None else None
@@ -284,14 +331,13 @@ class Analyzer:
             self.run_.write_unit_table(u["unit"], "cka_matrix", pd.concat(matrices, ignore_index=True))
         self.run_.write_unit_table(u["unit"], DONE_MARK, table[KNOWLEDGE_COLUMNS])
 
-    def _self_rows(self, model: nn.Module, cap: Captured, heads: set, mask: torch.Tensor) -> list[dict]:
+    def _self_rows(self, model: nn.Module, cap: UnitCapture, heads: set, mask: torch.Tensor) -> list[dict]:
         rows = []
-        if cap.attentions is not None:
-            ent = attention_table(cap.attentions, None, mask, metrics=["entropy"], pruned_heads=heads)
-            ent["layer"] = ent["layer"] + 1
+        if cap.has_maps:
+            ent = self_attention_rows(cap, mask, heads)
             ent["metric"] = "attention_entropy"
             rows += _rows(ent, reference=schema.SELF)
-        feats = cap.mean if self.acfg.features == "mean" else cap.cls
+        feats = cap.captured.mean if self.acfg.features == "mean" else cap.captured.cls
         try:
             probe = linear_probe(
                 feats, self.probe.labels, regression=self.spec.is_regression, seed=self.acfg.probe_seed

@@ -193,6 +193,18 @@ class AnalysisConfig:
         "Local GLUE STS-B folder for the STS probe; unset uses a built-in generated set.", default=None
     )
     float16: bool = _help("Keep captured activations in float16 (halves memory).", default=False)
+    stream: Literal["auto", "always", "never"] = _help(
+        "Stream captured attention maps to a temporary folder in the run and compute each layer's "
+        "metrics from that layer alone, instead of holding every layer of every compared model in "
+        "memory (same tables, more disk I/O). 'auto' streams when the README's memory model puts "
+        "the in-memory analysis above stream_above_gib.",
+        default="auto",
+    )
+    stream_above_gib: float = _help(
+        "analysis.stream 'auto': stream when the in-memory analysis of one unit would need more than "
+        "this many GiB (captures of the unit and its references, plus working memory).",
+        default=2.0,
+    )
     inference: bool = _help(
         "Measure what each unit buys at inference on this machine: latency (dense, CSR-sparse, and "
         "the physically shrunk model for structured units), peak memory, size on disk.",

@@ -208,6 +208,8 @@ def _analysis(cfg: RunConfig) -> list[str]:
         p.append("analysis.inference_batch_sizes / inference_repeats: give batch sizes >= 1 and repeats >= 1")
     if an.batch_size < 1 or an.ig_steps < 1 or an.attribution_examples < 0:
         p.append("analysis.batch_size / ig_steps must be >= 1 and attribution_examples >= 0")
+    if not an.stream_above_gib > 0:
+        p.append(f"analysis.stream_above_gib: must be > 0, got {an.stream_above_gib}")
     return p
 
 
