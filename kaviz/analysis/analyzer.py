@@ -35,18 +35,17 @@ from kaviz.analysis.captures import (
     wants_streaming,
 )
 from kaviz.analysis.costs import measure_unit, with_reference
+from kaviz.analysis.general_probes import GeneralProbes
 from kaviz.core import schema
-from kaviz.core.config import AnalysisConfig, RunConfig, is_tiny
+from kaviz.core.config import AnalysisConfig, RunConfig
+from kaviz.core.heads import dead_heads
 from kaviz.core.schema import KNOWLEDGE_COLUMNS
-from kaviz.core.structure import dead_heads, structure_of
-from kaviz.data.base import TaskError
 from kaviz.measure.capture import probe_inputs
 from kaviz.measure.cka_matrix import cka_matrix
-from kaviz.measure.lm_probes import LMHead, read_completion_file, read_corpus
-from kaviz.measure.probes import MLMHead, general_knowledge, has_mlm_head, linear_probe, sts_pairs
+from kaviz.measure.probes import linear_probe
 from kaviz.measure.similarity import METRICS
 from kaviz.store import Run
-from kaviz.train.models import load_causal_lm, load_model, load_pretrained, load_tokenizer, pick_device
+from kaviz.train.models import load_model, load_pretrained, load_tokenizer, pick_device
 
 REFERENCES = {"pretrained": [], "finetuned": ["pretrained"], "pruned": ["finetuned", "pretrained"]}
 KEPT = {name for refs in REFERENCES.values() for name in refs}  # captures reused by later units
@@ -56,7 +55,7 @@ COSTS = "inference"  # what the unit buys at inference (kaviz.analysis.costs)
 
 def pruned_heads(model: nn.Module) -> set[tuple[int, int]]:
     """(layer, head), 0-based, whose query or key weights are all zero: their maps carry no content
-    (:func:`kaviz.core.structure.dead_heads`, which knows fused and grouped-query layouts)."""
+    (:func:`kaviz.core.heads.dead_heads`, which knows fused and grouped-query layouts)."""
     return dead_heads(model)
 
 
@@ -155,26 +154,9 @@ class Analyzer:
             seed=self.acfg.probe_seed,
             max_length=self.cfg.task.max_length,
         )
-        self.mlm_head, self.sts = self._general_probe()
-        self._lm: LMHead | None | bool = False  # built on the first decoder unit (False: not yet looked for)
-        self.completions = read_completion_file(self.acfg.completion_file) if self.acfg.completion_file else None
-        self.lm_texts = read_corpus(self.acfg.lm_corpus) if self.acfg.lm_corpus else None
-
-    def _general_probe(self) -> tuple[MLMHead | None, tuple | None]:
-        """(the pre-trained MLM head, None) for ``general_probe`` 'mlm', or 'auto' when the pre-trained
-        model has a masked-LM head; (None, STS pairs and gold) for 'sts' or 'auto' without one."""
-        mode, name = self.acfg.general_probe, self.cfg.model.name_or_path
-        if mode in ("none", "lm"):
-            return None, None
-        has_head = not is_tiny(name) and has_mlm_head(name)
-        if mode == "mlm" and not has_head:
-            raise TaskError(
-                f"analysis.general_probe 'mlm' needs a pre-trained model with a masked-LM head; {name!r} has none "
-                "(its config names no *ForMaskedLM/*ForPreTraining architecture): use 'sts' or 'auto'"
-            )
-        if has_head and mode in ("mlm", "auto"):
-            return MLMHead(name), None
-        return None, sts_pairs(self.acfg.sts_path, 128, seed=self.acfg.probe_seed)
+        self.general = GeneralProbes(
+            self.cfg.model, self.acfg, self.tokenizer, self.probe.texts, seed=self.cfg.seed, log=self.run_.log
+        )
 
     def load(self, u: dict) -> nn.Module | None:
         """The unit's model: pre-trained from its source, others from their checkpoint or source."""
@@ -346,68 +328,7 @@ class Analyzer:
             rows += _rows(probe[["layer", "metric", "value"]], reference=schema.SELF, head=schema.WHOLE_LAYER)
         except ValueError as e:  # e.g. a single class in a tiny probe set
             self.run_.log(f"analyze: linear probe skipped: {e}")
-        g = None
-        lm = self._lm_head(model)
-        if lm is not None:
-            rows += self._decoder_rows(lm, model)
-        elif self.mlm_head is not None:
-            value = self.mlm_head.loss(model, self.tokenizer, self.probe.texts, seed=self.acfg.probe_seed)
-            if value is None:
-                self.run_.log("analyze: MLM probe skipped for a model narrower than the pre-trained head")
-            else:
-                g = {"probe": "mlm_loss", "value": value}
-        elif self.sts is not None:
-            g = general_knowledge(model, self.tokenizer, sts_pairs=self.sts[0], sts_gold=self.sts[1])
-        if g is not None:
-            rows.append(
-                {
-                    "reference": schema.SELF,
-                    "layer": schema.WHOLE_MODEL,
-                    "head": schema.WHOLE_LAYER,
-                    "metric": f"{schema.GENERAL}{g['probe']}",
-                    "value": float(g["value"]),
-                }
-            )
-        return rows
-
-    def _lm_head(self, model: nn.Module) -> LMHead | None:
-        """The pre-trained model's causal-LM head for a decoder run ('auto' or 'lm'), loaded once;
-        None for encoders. A tiny decoder (``tiny:<family>``) gets a random head of its family."""
-        if self._lm is not False:
-            return self._lm  # type: ignore[return-value]
-        self._lm = None
-        mode = self.acfg.general_probe
-        causal = structure_of(model).causal
-        if mode == "lm" and not causal:
-            raise TaskError(f"analysis.general_probe 'lm' is for decoders; {model.config.model_type!r} is an encoder")
-        if not causal or mode not in ("auto", "lm"):
-            return None
-        self._lm = LMHead(load_causal_lm(self.cfg.model, self.tokenizer, seed=self.cfg.seed))
-        return self._lm
-
-    def _decoder_rows(self, lm: LMHead, model: nn.Module) -> list[dict]:
-        """``general_lm_loss`` (nats per token, lower is better) on the corpus or the probe texts and,
-        with a completion file, ``general_completion_exact`` and ``general_completion_logprob``."""
-        values = {}
-        got = lm.loss(model, self.tokenizer, self.lm_texts or list(self.probe.texts))
-        if got is None:
-            self.run_.log("analyze: LM probe skipped for a model narrower than the pre-trained head")
-            return []
-        values["lm_loss"] = got["nll"]
-        if self.completions:
-            table = lm.completion(model, self.tokenizer, self.completions)
-            values["completion_exact"] = float(table["exact"].mean())
-            values["completion_logprob"] = float(table["answer_logprob"].mean())
-        return [
-            {
-                "reference": schema.SELF,
-                "layer": schema.WHOLE_MODEL,
-                "head": schema.WHOLE_LAYER,
-                "metric": f"{schema.GENERAL}{name}",
-                "value": float(v),
-            }
-            for name, v in values.items()
-        ]
+        return rows + self.general.rows(model)
 
     def _attribution(self, unit: str, teacher: nn.Module, model: nn.Module) -> list[dict]:
         from kaviz.measure.attribution import attribution_table

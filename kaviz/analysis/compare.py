@@ -250,7 +250,8 @@ def surviving_heads(model: nn.Module) -> pd.DataFrame:
     """
     import torch
 
-    from kaviz.core.structure import dims, kv_group, oriented, parts, prunable_linears
+    from kaviz.core.heads import kv_group
+    from kaviz.core.structure import dims, oriented, parts, prunable_linears
 
     d = dims(model)
     lins = prunable_linears(model)
