@@ -110,6 +110,7 @@ def test_knowledge_tables_of_every_unit(family_run):
 
 def test_a_model_measured_against_itself(family_run):
     from kaviz.analysis.analyzer import compare, layer_pairs
+    from kaviz.analysis.captures import UnitCapture
     from kaviz.analysis.unit_view import load_unit_model
     from kaviz.core.config import AnalysisConfig
     from kaviz.measure.capture import ProbeInputs, capture
@@ -122,9 +123,9 @@ def test_a_model_measured_against_itself(family_run):
     enc = tok(["the film was good", "a dull , slow plot and bad acting"], padding="max_length", max_length=12,
               truncation=True, return_tensors="pt")  # fmt: skip
     probe = ProbeInputs(enc["input_ids"], enc["attention_mask"], None, torch.zeros(2), ["a", "b"], [0, 1])
-    cap = capture(model, probe)
-    n = len(cap.cls) - 1
-    rows, _ = compare(cap, cap, layer_pairs(n, n), AnalysisConfig(), set(), cap.mask)
+    cap = UnitCapture(capture(model, probe))
+    n = cap.n_layers
+    rows, _ = compare(cap, cap, layer_pairs(n, n), AnalysisConfig(), set(), probe.attention_mask)
     cka = [r["value"] for r in rows if r["metric"] == "linear_cka"]
     js = [r["value"] for r in rows if r["metric"] == "js"]
     assert cka and all(v == pytest.approx(1.0, abs=1e-5) for v in cka), family
