@@ -90,12 +90,16 @@ def test_stage_diagram_before_any_student():
 # ----- sparsity heatmap ---------------------------------------------------------------------------
 
 
+BERT_ROLES = ("query", "key", "value", "attn_out", "ffn_in", "ffn_out")
+
+
 @pytest.fixture
 def sparsity_table() -> pd.DataFrame:
+    """A BERT-like table (six roles; no ffn_gate): two units, two layers, known values."""
     rows = []
     for unit, base in (("u1", 0.5), ("u2", 0.9)):
         for layer in (1, 0):  # deliberately out of order
-            for k, role in enumerate(reversed(plots.ROLE_ORDER)):
+            for k, role in enumerate(reversed(BERT_ROLES)):
                 rows.append(
                     {
                         "unit": unit,
@@ -113,7 +117,7 @@ def sparsity_table() -> pd.DataFrame:
 def test_sparsity_heatmap_layer_by_role(sparsity_table):
     fig = plots.sparsity_heatmap(sparsity_table, "u2")
     hm = fig.data[0]
-    assert list(hm.x) == list(plots.ROLE_ORDER)
+    assert list(hm.x) == list(BERT_ROLES)  # the roles present, in display order
     assert list(hm.y) == ["layer 0", "layer 1"]
     assert hm.z.shape == (2, 6)
     # role ffn_out was written first (k=0), query last (k=5)
@@ -121,6 +125,17 @@ def test_sparsity_heatmap_layer_by_role(sparsity_table):
     assert (hm.zmin, hm.zmax) == (0.0, 1.0)
     assert fig.layout.yaxis.autorange == "reversed"
     assert "u2" in fig.layout.title.text
+
+
+def test_sparsity_heatmap_places_a_gated_ffn_in_display_order():
+    """A gated FFN (Llama: gate, up, down) adds the ffn_gate column between attn_out and ffn_in."""
+    roles = ["ffn_out", "ffn_in", "ffn_gate", "attn_out", "value", "key", "query"]
+    df = pd.DataFrame({"layer": 0, "role": roles, "sparsity": [0.1 * i for i in range(7)]})
+    hm = plots.sparsity_heatmap(df).data[0]
+    assert (
+        list(hm.x) == list(plots.ROLE_ORDER) == ["query", "key", "value", "attn_out", "ffn_gate", "ffn_in", "ffn_out"]
+    )
+    assert hm.z[0, 4] == pytest.approx(0.2)  # ffn_gate
 
 
 def test_sparsity_heatmap_needs_a_unit_when_several(sparsity_table):
