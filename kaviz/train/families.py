@@ -19,6 +19,7 @@ _GQA = {**_COMMON, "num_key_value_heads": 2}  # two query heads per K/V head
 TINY_FAMILIES: dict[str, tuple[str, dict[str, Any]]] = {
     "bert": ("BertConfig", _COMMON),
     "roberta": ("RobertaConfig", _COMMON),
+    "xlm-roberta": ("XLMRobertaConfig", _COMMON),
     "distilbert": ("DistilBertConfig", {"dim": 32, "n_layers": 2, "n_heads": 4, "hidden_dim": 64}),
     "electra": ("ElectraConfig", {**_COMMON, "embedding_size": 32}),
     "deberta-v2": ("DebertaV2Config", _COMMON),
