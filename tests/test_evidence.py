@@ -60,6 +60,29 @@ def test_bootstrap_over_seeds_widens_with_seed_spread():
     assert two[1] < 0.65 and two[2] > 0.85  # the seed draw can give both bad or both good
 
 
+def test_paired_difference_matches_the_normal_interval_of_per_example_differences():
+    """One seed a side: the bootstrap of acc(A) - acc(B) over shared example draws is the mean of the
+    per-example differences d_i = correct_A - correct_B, so its interval is the textbook
+    1.96 * sd(d) / sqrt(n); the unpaired intervals of A and B overlap though the paired one excludes 0."""
+    rng = np.random.default_rng(3)
+    n = 1000
+    y = rng.integers(0, 2, n)
+    right_a = rng.random(n) < 0.86
+    right_b = right_a & (rng.random(n) > 0.03)  # B is A with 3% of A's right answers turned wrong
+    a, b = np.where(right_a, y, 1 - y), np.where(right_b, y, 1 - y)
+    diff, lo, hi = evidence.paired_difference([a], [b], y, "accuracy", n_boot=4000)
+    d = right_a.astype(float) - right_b.astype(float)
+    assert diff == pytest.approx(d.mean())
+    assert (hi - lo) / 2 == pytest.approx(1.96 * d.std() / math.sqrt(n), rel=0.1)
+    assert lo > 0  # separated
+    ia, ib = evidence.bootstrap([a], y, "accuracy"), evidence.bootstrap([b], y, "accuracy")
+    assert ia[1] < ib[2]  # ... although the two intervals overlap
+    same = evidence.paired_difference([a], [a], y, "accuracy", n_boot=200)
+    assert same == (0.0, 0.0, 0.0)
+    with pytest.raises(ValueError, match="examples"):
+        evidence.paired_difference([a], [b[:-1]], y, "accuracy")
+
+
 def _run_with_units(tmp_path, rows):
     """A run with hand-made units: rows of (unit, stage, method, sparsity, seed, budget, accuracy, preds)."""
     units = [

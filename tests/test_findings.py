@@ -270,6 +270,41 @@ def test_ordering_claim_does_not_hold_plainly():
     assert f.numbers["gradual-magnitude@0.9"] == pytest.approx(0.83)
 
 
+def unit_predictions(spec: dict[str, list[int]], labels: list[int]) -> pd.DataFrame:
+    """Predictions tables: {unit: predictions} against shared dev ``labels``."""
+    return pd.DataFrame(
+        [
+            {"unit": u, "example": i, "label": float(y), "prediction": float(p)}
+            for u, preds in spec.items()
+            for i, (p, y) in enumerate(zip(preds, labels))
+        ]  # fmt: skip
+    )
+
+
+def test_ordering_states_the_paired_interval_of_each_difference():
+    """200 dev examples; knowledge-aware right on 180, small-dense on the same 180 but 12 (separated:
+    the paired interval of +6 points excludes 0), gradual magnitude on 178 others (a +1 point
+    difference whose interval includes 0: within noise)."""
+    n = 200
+    y = [i % 2 for i in range(n)]
+    wrong = lambda idx: [1 - v if i in idx else v for i, v in enumerate(y)]  # noqa: E731
+    ka = wrong(set(range(20)))  # 90.0
+    sd = wrong(set(range(32)))  # 84.0, its mistakes include every one of ka's
+    gm = wrong(set(range(100, 122)))  # 89.0, different mistakes
+    units = {f"pruned_{KA}_s0.9_seed1": ka, f"pruned_{SD}_s0.9_seed1": sd, f"pruned_{GM}_s0.9_seed1": gm}
+    p = unit_predictions(units | {"finetuned": y}, y)
+    m = metrics(("finetuned", 0.0, 1.0), (KA, 0.9, 0.90), (SD, 0.9, 0.84))
+    f = rule(fd.method_ordering, m, p=p)
+    assert "(at 90% 90.0 vs small-dense 84.0 (difference +6.0, 95% interval [+" in f.text
+    assert f.numbers["diff@0.9"] == pytest.approx(0.06) and f.numbers["diff_low@0.9"] > 0.03
+    assert f.numbers["separated"] == 1.0 and "every difference outside noise" in f.text
+    close = rule(fd.method_ordering, metrics(("finetuned", 0.0, 1.0), (KA, 0.9, 0.90), (GM, 0.9, 0.89)), p=p)
+    assert "vs gradual magnitude 89.0 (difference +1.0" in close.text and "within noise)" in close.text
+    assert close.numbers["diff_low@0.9"] < 0 < close.numbers["diff_high@0.9"]
+    assert close.numbers["separated"] == 0.0 and "cannot tell the methods apart" in close.text
+    assert close.numbers["claim_holds"] == 1.0  # the means still order them; the words say how firmly
+
+
 def test_ordering_without_the_claim_method_or_a_second_method():
     f = rule(fd.method_ordering, metrics(("finetuned", 0.0, 0.9), (GM, 0.9, 0.8), (OS, 0.9, 0.6)))
     assert f.text.endswith("is not tested in this run.") and "claim_holds" not in f.numbers

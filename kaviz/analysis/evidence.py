@@ -137,6 +137,46 @@ def bootstrap(
     return point, float(lo), float(hi)
 
 
+def paired_difference(
+    preds_a: list[np.ndarray],
+    preds_b: list[np.ndarray],
+    labels: np.ndarray,
+    metric: str,
+    *,
+    n_boot: int = 2000,
+    level: float = 0.95,
+    seed: int = 0,
+) -> tuple[float, float, float]:
+    """(difference, low, high) of seed-mean ``metric`` of A minus B, both scored on the *same*
+    resampled dev examples (paired: a hard example counts against both), each side's seeds resampled
+    on their own. An interval that excludes 0 separates the two; one that includes it does not."""
+    if not preds_a or not preds_b:
+        raise ValueError("paired_difference needs at least one prediction vector on each side")
+    y = np.asarray(labels)
+    pa = np.stack([np.asarray(x) for x in preds_a])  # (ka, n)
+    pb = np.stack([np.asarray(x) for x in preds_b])  # (kb, n)
+    if pa.shape[1] != len(y) or pb.shape[1] != len(y):
+        raise ValueError(f"predictions have {pa.shape[1]} and {pb.shape[1]} examples but there are {len(y)} labels")
+    f = _batched(metric)
+    point = float(f(pa, np.broadcast_to(y, pa.shape)).mean() - f(pb, np.broadcast_to(y, pb.shape)).mean())
+    rng = np.random.default_rng(seed)
+    n = len(y)
+    stats = np.zeros(n_boot)
+    chunk = max(1, 2_000_000 // max(1, n * (len(pa) + len(pb))))
+    for start in range(0, n_boot, chunk):
+        b = min(chunk, n_boot - start)
+        idx = rng.integers(0, n, size=(b, n))  # (b, n): one example draw for both sides
+        yy = y[idx]
+        sides = []
+        for p in (pa, pb):
+            picks = rng.integers(0, len(p), size=(b, len(p)))  # (b, k) seed draws of this side
+            sides.append(np.stack([f(p[picks[:, j][:, None], idx], yy) for j in range(len(p))], axis=1).mean(axis=1))
+        stats[start : start + b] = sides[0] - sides[1]
+    alpha = (1 - level) / 2
+    lo, hi = np.quantile(stats, [alpha, 1 - alpha])
+    return point, float(lo), float(hi)
+
+
 # ----- a run's units ---------------------------------------------------------------------------------
 
 

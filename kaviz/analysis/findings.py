@@ -20,7 +20,7 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
-from kaviz.analysis.evidence import CLASS_METRICS, constant_answer, score_metric
+from kaviz.analysis.evidence import CLASS_METRICS, constant_answer, paired_difference, score_metric
 from kaviz.core import schema
 from kaviz.core.registry import METHOD_INFO
 
@@ -40,6 +40,8 @@ GENERAL_SAME = 0.01
 CLAIM_METHOD = "knowledge-aware"
 CLAIM_FROM = 0.90
 CLAIM_TOLERANCE = 0.0
+#: The claim's differences come with a paired bootstrap interval (dev examples and seeds) at this level.
+CLAIM_LEVEL, CLAIM_BOOT = 0.95, 1000
 #: What pruning buys: read at this batch size (else the nearest); a speedup < 1 + SPEED_SAME buys nothing.
 INFERENCE_BATCH, SPEED_SAME = 32, 0.05
 
@@ -82,6 +84,8 @@ class Tables:
     constant: tuple[float, float] | None
     focus: tuple[str, float] | None
     metric_name: str
+    metric: str | None = None  # the task metric ``score`` is (accuracy, f1, ...)
+    predictions: pd.DataFrame | None = None  # unit, example, label, prediction: intervals need them
 
 
 def fmt(value: float, kind: Literal["score", "ratio", "corr", "sparsity"]) -> str:
@@ -262,13 +266,52 @@ def general_knowledge(t: Tables) -> Finding | None:
     return Finding("general_knowledge", text[0].upper() + text[1:] + ".", numbers, KNOWLEDGE_PAGE)
 
 
+def _unit_predictions(t: Tables, method: str, sparsity: float) -> tuple[list[np.ndarray], np.ndarray] | None:
+    """(one prediction vector per seed, the dev labels) of a method's pruned units at ``sparsity``;
+    None when any of them stored no predictions."""
+    if t.predictions is None or t.predictions.empty:
+        return None
+    m = t.metrics
+    units = m.loc[
+        (m["stage"] == "pruned")
+        & (m["method"] == method)
+        & np.isclose(m["sparsity"], sparsity)
+        & (m["metric"] == "score"),
+        "unit",
+    ].unique()
+    preds, labels = [], None
+    for u in units:
+        g = t.predictions[t.predictions["unit"] == u].sort_values("example")
+        if g.empty or (labels is not None and len(g) != len(labels)):
+            return None
+        preds.append(g["prediction"].to_numpy())
+        labels = g["label"].to_numpy()
+    return (preds, labels) if preds else None
+
+
+def _difference(t: Tables, mine: str, rival: str, sparsity: float) -> tuple[float, float, float] | None:
+    """Paired bootstrap (difference, low, high) of ``mine`` minus ``rival`` in score units; None
+    without predictions for both."""
+    a, b = _unit_predictions(t, mine, sparsity), _unit_predictions(t, rival, sparsity)
+    if a is None or b is None or t.metric is None or len(a[1]) != len(b[1]):
+        return None
+    return paired_difference(a[0], b[0], a[1], t.metric, n_boot=CLAIM_BOOT, level=CLAIM_LEVEL)
+
+
+def _signed(x: float) -> str:
+    return ("+" if x >= 0 else "−") + fmt(abs(x), "score")
+
+
 def method_ordering(t: Tables) -> Finding | None:
-    """The best method at each sparsity two or more methods share, and whether the paper's claim holds."""
+    """The best method at each sparsity two or more methods share, and whether the paper's claim holds,
+    with the paired 95% bootstrap interval of each tested difference: a difference whose interval
+    includes 0 is said to be within noise, whichever way the means point."""
     shared = [(s, g) for s, g in t.pruned.groupby("sparsity", sort=True) if g["method"].nunique() >= 2]
     if not shared:
         return None
     numbers: dict[str, float] = {}
     best, held, broken, untold = [], [], [], []
+    noise: list[bool] = []  # per tested sparsity with intervals: the difference's interval includes 0
     for s, g in shared:
         top = g.loc[g["mean"].idxmax()]
         best.append(f"{fmt(s, 'sparsity')} {label(str(top['method']))} {fmt(top['mean'], 'score')}")
@@ -284,6 +327,14 @@ def method_ordering(t: Tables) -> Finding | None:
         if abs(r - mine) < 1e-12 or max(mine, r) <= floor:
             untold.append(words)  # a tie, or both at the constant answer: not evidence either way
             continue
+        diff = _difference(t, CLAIM_METHOD, str(rival["method"]), s)
+        if diff is not None:
+            d, lo, hi = diff
+            inside = lo <= 0 <= hi
+            words += f" (difference {_signed(d)}, {100 * CLAIM_LEVEL:.0f}% interval [{_signed(lo)}, {_signed(hi)}]"
+            words += ", within noise)" if inside else ")"
+            numbers |= {f"diff@{s:g}": d, f"diff_low@{s:g}": lo, f"diff_high@{s:g}": hi}
+            noise.append(inside)
         (broken if r > mine + CLAIM_TOLERANCE else held).append(words)
     text = "Best method per sparsity: " + ", ".join(best) + f". The paper's claim ({CLAIM_METHOD} ≥ every other "
     text += f"method from {fmt(CLAIM_FROM, 'sparsity')} on)"
@@ -292,6 +343,15 @@ def method_ordering(t: Tables) -> Finding | None:
         return Finding("method_ordering", text + f" is not tested in this run{why}.", numbers, SCORE_PAGE)
     numbers["claim_holds"] = float(not broken)
     verdict = f"does not hold in this run: {'; '.join(broken)}" if broken else f"holds in this run ({'; '.join(held)})"
+    if noise:
+        numbers["separated"] = float(not any(noise))
+        if any(noise):
+            verdict += (
+                ". Where the interval of a difference includes 0, the run cannot tell the methods apart: "
+                "more seeds or dev examples would"
+            )
+        else:
+            verdict += ", every difference outside noise (paired bootstrap over dev examples and seeds)"
     return Finding("method_ordering", f"{text} {verdict}.", numbers, SCORE_PAGE, severity=WARNING if broken else INFO)
 
 
@@ -364,7 +424,8 @@ def tables(metrics: pd.DataFrame, *frames: pd.DataFrame | None, main_budget: flo
         focus = method, float(pruned.loc[pruned["method"] == method, "sparsity"].max())
     inf = _frame(inference, ["unit"])
     inf = inf[inf["unit"].isin(set(m["unit"]))]
-    return Tables(m, k, inf, pruned, best, constant, focus, METRIC_NAMES.get(metric or "", "score"))
+    preds = _frame(predictions, ["unit", "example", "label", "prediction"])
+    return Tables(m, k, inf, pruned, best, constant, focus, METRIC_NAMES.get(metric or "", "score"), metric, preds)
 
 
 def findings(
