@@ -165,7 +165,7 @@ def budget_section(s: pd.DataFrame, metric: str) -> str:
     return "\n".join(out)
 
 
-def goal_check(s: pd.DataFrame, metric: str, sparsity: float, budget: float) -> list[str]:
+def goal_check(s: pd.DataFrame, metric: str, sparsity: float, budget: float, run=None) -> list[str]:
     t = s[(s.metric == metric) & (s.sparsity == sparsity) & (s.budget == budget) & s.method.isin(THREE)].set_index(
         "method"
     )
@@ -187,7 +187,16 @@ def goal_check(s: pd.DataFrame, metric: str, sparsity: float, budget: float) -> 
             verdict = "is ahead on the mean but the intervals overlap"
         else:
             verdict = "does not beat it"
-        lines.append(f"- vs {base} ({ci(b)}): knowledge-aware ({ci(ka)}) {verdict}.")
+        paired = ""
+        got = evidence.difference(run, "knowledge-aware", base, sparsity, budget, metric) if run is not None else None
+        if got is not None:
+            d, lo, hi, _, _ = got
+            where = "excludes 0: the difference is outside noise" if lo > 0 or hi < 0 else "includes 0: within noise"
+            paired = (
+                f" Paired difference (the same dev-example draws for both): {100 * d:+.1f} "
+                f"[{100 * lo:+.1f}, {100 * hi:+.1f}], which {where}."
+            )
+        lines.append(f"- vs {base} ({ci(b)}): knowledge-aware ({ci(ka)}) {verdict}.{paired}")
     return lines
 
 
@@ -238,7 +247,7 @@ def report(runs_dir: Path, n_boot: int) -> None:
             md.append("### Budget curves\n")
             md.append(budget_section(s, "accuracy"))
             md.append("### The paper's claim on SST-2 at 95%\n")
-            md += goal_check(s, "accuracy", 0.95, main_budget)
+            md += goal_check(s, "accuracy", 0.95, main_budget, run)
             md.append("")
         else:
             sep = evidence.separated(s[(s.stage == "pruned")], "f1")

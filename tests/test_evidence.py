@@ -124,6 +124,23 @@ def test_summary_of_a_run(tmp_path):
     assert list(res.columns[:7]) == evidence.RESULT_COLUMNS and len(res) == 4
 
 
+def test_difference_between_two_methods_of_a_run(tmp_path):
+    y = np.array([0, 1] * 50)
+    wrong = lambda k: np.where(np.arange(100) < k, 1 - y, y)  # noqa: E731
+    rows = [
+        ("finetuned", "finetuned", "finetuned", 0.0, 42, None, 1.0, (y, y)),
+        ("pruned_ka_s0.9_seed42", "pruned", "ka", 0.9, 42, 2.0, 0.9, (wrong(10), y)),
+        ("pruned_ka_s0.9_seed43", "pruned", "ka", 0.9, 43, 2.0, 0.8, (wrong(20), y)),
+        ("pruned_gm_s0.9_seed42", "pruned", "gm", 0.9, 42, 2.0, 0.7, (wrong(30), y)),
+    ]
+    run = _run_with_units(tmp_path, rows)
+    d, lo, hi, ka, gm = evidence.difference(run, "ka", "gm", 0.9, 2.0, "accuracy", n_boot=500)
+    assert (ka, gm) == (2, 1) and d == pytest.approx(0.85 - 0.7)
+    assert lo > 0 and hi < 0.3  # gm's mistakes include both of ka's seeds'
+    assert evidence.difference(run, "ka", "sd", 0.9, 2.0, "accuracy") is None
+    assert evidence.difference(run, "ka", "gm", 0.9, 1.0, "accuracy") is None  # no unit at that budget
+
+
 def test_overtakes_reads_the_curve():
     t = pd.DataFrame(
         {

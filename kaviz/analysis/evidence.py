@@ -267,6 +267,27 @@ def summary(
     return pd.DataFrame(out)
 
 
+def difference(
+    run, method_a: str, method_b: str, sparsity: float, budget: float | None, metric: str, *, n_boot: int = 2000
+) -> tuple[float, float, float, int, int] | None:
+    """(difference, low, high, seeds of A, seeds of B): :func:`paired_difference` of two methods'
+    pruned units at one sparsity and budget (None: a main-budget row without a budget) from their
+    stored predictions; None when either side has no unit with predictions."""
+    res = unit_results(run, (metric,))
+    preds = _predictions(run)
+    sides = []
+    for method in (method_a, method_b):
+        g = res[(res.stage == "pruned") & (res.method == method) & np.isclose(res.sparsity, sparsity)]
+        g = g[g.budget.isna()] if budget is None else g[np.isclose(g.budget, budget)]
+        units = [u for u in dict.fromkeys(g.unit) if u in preds]
+        if not units:
+            return None
+        sides.append([preds[u].prediction.to_numpy() for u in units])
+    labels = preds[next(iter(dict.fromkeys(res.unit[res.unit.isin(preds)])))].label.to_numpy()
+    d, lo, hi = paired_difference(sides[0], sides[1], labels, metric, n_boot=n_boot)
+    return d, lo, hi, len(sides[0]), len(sides[1])
+
+
 def overtakes(table: pd.DataFrame, method: str, baseline: str, sparsity: float, metric: str) -> float | None:
     """The smallest budget from which ``method``'s mean beats ``baseline``'s at that budget and every
     larger one (both measured there), from a :func:`summary` table; None if it never does."""
