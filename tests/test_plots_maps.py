@@ -255,10 +255,12 @@ SHOWCASE = Path(__file__).resolve().parents[1] / "assets" / "runs" / "showcase-s
 @pytest.mark.skipif(not SHOWCASE.exists(), reason="no shipped showcase run")
 def test_showcase_maps_and_plane():
     from kaviz.analysis.analyzer import knowledge_table
+    from kaviz.core.config import main_budget
     from kaviz.store import RunStore
 
     run = RunStore(str(SHOWCASE.parent)).open_run("showcase-sst2")
-    k, m = knowledge_table(run), run.metrics()
+    mb = main_budget(run.config)  # as the pages read them: budget-curve units have their own page
+    k, m = schema.at_budget(knowledge_table(run), mb), schema.at_budget(run.metrics(), mb)
     rows = k[(k["method"] == "oneshot-magnitude") & (k["metric"] == "linear_cka") & (k["reference"] == "finetuned")]
     cka3 = schema.layer_rows(rows).query("layer == 3 and sparsity == 0.9")["value"].mean()
     t = pm.loss_map_table(k, "oneshot-magnitude")
