@@ -1,7 +1,8 @@
 """Findings: a few plain sentences with their numbers, read off a run's tables (no model needed).
 
-Every rule is a plain function ``(Tables) -> Finding | None`` in :data:`RULES`; the thresholds and
-the wording live here and nowhere else. A rule whose inputs are missing returns None; a
+Every rule is a plain function ``(Tables) -> Finding | None`` in :data:`RULES`; a rule's thresholds
+and wording live beside it (here, or in :mod:`kaviz.analysis.claim` for the paper's claim), and
+:class:`Finding`, :class:`Tables` and :func:`fmt` in :mod:`kaviz.analysis.finding`. A rule whose inputs are missing returns None; a
 :class:`Finding` carries the unrounded numbers its sentence states (formatted by :func:`fmt`) and
 the app page whose figure shows them. Only the main student budget is read (rows whose budget is
 ``main_budget`` or NaN, as in every by-sparsity figure); seeds are averaged with
@@ -14,89 +15,38 @@ import dataclasses
 import json
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Literal
 
 import numpy as np
 import pandas as pd
 
-from kaviz.analysis.evidence import CLASS_METRICS, constant_answer, paired_difference, score_metric
+from kaviz.analysis.claim import CLAIM_METHOD, method_ordering
+from kaviz.analysis.evidence import CLASS_METRICS, constant_answer, score_metric
+from kaviz.analysis.finding import (  # noqa: F401  (Finding, fmt, the pages, INFO/WARNING: this module's API too)
+    CONSTANT_MARGIN,
+    INFERENCE_PAGE,
+    INFO,
+    KNOWLEDGE_PAGE,
+    METRIC_NAMES,
+    SCORE_PAGE,
+    TEACHER,
+    WARNING,
+    Finding,
+    Tables,
+    fmt,
+    label,
+)
 from kaviz.core import schema
-from kaviz.core.registry import METHOD_INFO
 
 # ----- thresholds and wording ---------------------------------------------------------------------
 
-#: A score within this of the best constant answer (score units: 0.01 = one point) has fallen to it.
-CONSTANT_MARGIN = 0.01
 #: Representations part at the first layer whose CKA to the teacher drops > CKA_DROP or is < CKA_FLOOR.
 CKA_DROP, CKA_FLOOR = 0.10, 0.50
 CKA_CLOSE = 0.80  # a method that never parts "stays close" when its lowest CKA is at least this
 CKA_METRIC = "linear_cka"
-TEACHER = "finetuned"  # the stage, and the reference of rows compared with it
 #: A general-probe change smaller than this is "kept".
 GENERAL_SAME = 0.01
-#: The paper's claim: CLAIM_METHOD scores at least as high as every other method (within
-#: CLAIM_TOLERANCE) at every sparsity from CLAIM_FROM on.
-CLAIM_METHOD = "knowledge-aware"
-CLAIM_FROM = 0.90
-CLAIM_TOLERANCE = 0.0
-#: The claim's differences come with a paired bootstrap interval (dev examples and seeds) at this level.
-CLAIM_LEVEL, CLAIM_BOOT = 0.95, 1000
 #: What pruning buys: read at this batch size (else the nearest); a speedup < 1 + SPEED_SAME buys nothing.
 INFERENCE_BATCH, SPEED_SAME = 32, 0.05
-
-INFO, WARNING = 0, 1  # severity; warnings are shown first
-METRIC_NAMES = {"accuracy": "accuracy", "f1": "F1", "matthews": "MCC", "pearson": "Pearson r", "spearman": "Spearman"}
-SCORE_PAGE = "pages/2_accuracy_vs_sparsity.py"
-KNOWLEDGE_PAGE = "pages/3_knowledge_flow.py"
-INFERENCE_PAGE = "pages/9_inference.py"
-
-
-@dataclass(frozen=True)
-class Finding:
-    """One sentence, the numbers it states (unrounded), the page whose figure shows them."""
-
-    rule: str
-    text: str
-    numbers: dict[str, float]
-    page: str
-    severity: int = INFO
-    order: int = 0  # position of its rule in RULES
-
-    def __post_init__(self) -> None:
-        if not self.numbers or not all(math.isfinite(v) for v in self.numbers.values()):
-            raise ValueError(f"finding {self.rule!r} lacks a finite number behind {self.text!r}: {self.numbers}")
-
-
-@dataclass(frozen=True)
-class Tables:
-    """A run's tables at the main budget, as the rules read them. ``pruned``: method, sparsity,
-    mean (over seeds) of ``score`` of the pruned units; ``teacher``: its score; ``constant``: (value,
-    class) of the best constant answer on the dev labels (classification only); ``focus``: the method
-    sentences follow (the paper's when present, else the best at the highest sparsity all methods
-    reached) and its highest sparsity; ``metric_name``: what sentences call ``score``."""
-
-    metrics: pd.DataFrame
-    knowledge: pd.DataFrame
-    inference: pd.DataFrame
-    pruned: pd.DataFrame
-    teacher: float | None
-    constant: tuple[float, float] | None
-    focus: tuple[str, float] | None
-    metric_name: str
-    metric: str | None = None  # the task metric ``score`` is (accuracy, f1, ...)
-    predictions: pd.DataFrame | None = None  # unit, example, label, prediction: intervals need them
-
-
-def fmt(value: float, kind: Literal["score", "ratio", "corr", "sparsity"]) -> str:
-    """A number as sentences show it: ``score`` 88.0, ``ratio`` 98.5%, ``corr`` 0.93, ``sparsity`` 90%."""
-    v = float(value)
-    return {"score": f"{100 * v:.1f}", "ratio": f"{100 * v:.1f}%", "corr": f"{v:.2f}"}.get(kind, f"{100 * v:g}%")
-
-
-def label(method: str) -> str:
-    """How sentences name a method (the registry's label)."""
-    return METHOD_INFO[method].label if method in METHOD_INFO else str(method)
 
 
 def _common_top(pruned: pd.DataFrame) -> tuple[float, pd.DataFrame] | None:
@@ -264,95 +214,6 @@ def general_knowledge(t: Tables) -> Finding | None:
         text += " (" + ", ".join(f"{label(m)} {fmt(v, 'corr')}" for m, v in others) + ")"
         numbers |= {f"pruned:{m}": v for m, v in others}
     return Finding("general_knowledge", text[0].upper() + text[1:] + ".", numbers, KNOWLEDGE_PAGE)
-
-
-def _unit_predictions(t: Tables, method: str, sparsity: float) -> tuple[list[np.ndarray], np.ndarray] | None:
-    """(one prediction vector per seed, the dev labels) of a method's pruned units at ``sparsity``;
-    None when any of them stored no predictions."""
-    if t.predictions is None or t.predictions.empty:
-        return None
-    m = t.metrics
-    units = m.loc[
-        (m["stage"] == "pruned")
-        & (m["method"] == method)
-        & np.isclose(m["sparsity"], sparsity)
-        & (m["metric"] == "score"),
-        "unit",
-    ].unique()
-    preds, labels = [], None
-    for u in units:
-        g = t.predictions[t.predictions["unit"] == u].sort_values("example")
-        if g.empty or (labels is not None and len(g) != len(labels)):
-            return None
-        preds.append(g["prediction"].to_numpy())
-        labels = g["label"].to_numpy()
-    return (preds, labels) if preds else None
-
-
-def _difference(t: Tables, mine: str, rival: str, sparsity: float) -> tuple[float, float, float] | None:
-    """Paired bootstrap (difference, low, high) of ``mine`` minus ``rival`` in score units; None
-    without predictions for both."""
-    a, b = _unit_predictions(t, mine, sparsity), _unit_predictions(t, rival, sparsity)
-    if a is None or b is None or t.metric is None or len(a[1]) != len(b[1]):
-        return None
-    return paired_difference(a[0], b[0], a[1], t.metric, n_boot=CLAIM_BOOT, level=CLAIM_LEVEL)
-
-
-def _signed(x: float) -> str:
-    return ("+" if x >= 0 else "−") + fmt(abs(x), "score")
-
-
-def method_ordering(t: Tables) -> Finding | None:
-    """The best method at each sparsity two or more methods share, and whether the paper's claim holds,
-    with the paired 95% bootstrap interval of each tested difference: a difference whose interval
-    includes 0 is said to be within noise, whichever way the means point."""
-    shared = [(s, g) for s, g in t.pruned.groupby("sparsity", sort=True) if g["method"].nunique() >= 2]
-    if not shared:
-        return None
-    numbers: dict[str, float] = {}
-    best, held, broken, untold = [], [], [], []
-    noise: list[bool] = []  # per tested sparsity with intervals: the difference's interval includes 0
-    for s, g in shared:
-        top = g.loc[g["mean"].idxmax()]
-        best.append(f"{fmt(s, 'sparsity')} {label(str(top['method']))} {fmt(top['mean'], 'score')}")
-        numbers[f"best@{s:g}:{top['method']}"] = float(top["mean"])
-        if s < CLAIM_FROM - 1e-9 or CLAIM_METHOD not in set(g["method"]):
-            continue
-        mine = float(g.loc[g["method"] == CLAIM_METHOD, "mean"].iloc[0])
-        rival = g[g["method"] != CLAIM_METHOD].sort_values("mean", ascending=False).iloc[0]
-        r = float(rival["mean"])
-        numbers |= {f"{CLAIM_METHOD}@{s:g}": mine, f"{rival['method']}@{s:g}": r}
-        words = f"at {fmt(s, 'sparsity')} {fmt(mine, 'score')} vs {label(str(rival['method']))} {fmt(r, 'score')}"
-        floor = t.constant[0] + CONSTANT_MARGIN if t.constant is not None else -np.inf
-        if abs(r - mine) < 1e-12 or max(mine, r) <= floor:
-            untold.append(words)  # a tie, or both at the constant answer: not evidence either way
-            continue
-        diff = _difference(t, CLAIM_METHOD, str(rival["method"]), s)
-        if diff is not None:
-            d, lo, hi = diff
-            inside = lo <= 0 <= hi
-            words += f" (difference {_signed(d)}, {100 * CLAIM_LEVEL:.0f}% interval [{_signed(lo)}, {_signed(hi)}]"
-            words += ", within noise)" if inside else ")"
-            numbers |= {f"diff@{s:g}": d, f"diff_low@{s:g}": lo, f"diff_high@{s:g}": hi}
-            noise.append(inside)
-        (broken if r > mine + CLAIM_TOLERANCE else held).append(words)
-    text = "Best method per sparsity: " + ", ".join(best) + f". The paper's claim ({CLAIM_METHOD} ≥ every other "
-    text += f"method from {fmt(CLAIM_FROM, 'sparsity')} on)"
-    if not held and not broken:
-        why = f": {'; '.join(untold)} (a tie or the constant answer)" if untold else ""
-        return Finding("method_ordering", text + f" is not tested in this run{why}.", numbers, SCORE_PAGE)
-    numbers["claim_holds"] = float(not broken)
-    verdict = f"does not hold in this run: {'; '.join(broken)}" if broken else f"holds in this run ({'; '.join(held)})"
-    if noise:
-        numbers["separated"] = float(not any(noise))
-        if any(noise):
-            verdict += (
-                ". Where the interval of a difference includes 0, the run cannot tell the methods apart: "
-                "more seeds or dev examples would"
-            )
-        else:
-            verdict += ", every difference outside noise (paired bootstrap over dev examples and seeds)"
-    return Finding("method_ordering", f"{text} {verdict}.", numbers, SCORE_PAGE, severity=WARNING if broken else INFO)
 
 
 def inference_gain(t: Tables) -> Finding | None:
