@@ -108,3 +108,22 @@ def test_lm_head_on_a_classifier_body_equals_the_causal_lm_itself(family):
     if family == "llama":
         narrow_cfg.head_dim, narrow_cfg.num_key_value_heads = 8, 1
     assert head.loss(AutoModelForSequenceClassification.from_config(narrow_cfg), tok, texts) is None
+
+
+def test_borrowed_body_gives_the_head_its_body_back_when_the_block_raises(lm):
+    """The one borrow both heads use (MLMHead, LMHead): inside the block the head runs on the other
+    model's body; an error inside the block still puts the head's own body back; a model without a
+    body of that name borrows nothing."""
+    import copy
+
+    from kaviz.measure.probes import borrowed_body
+
+    head, _ = lm
+    other = copy.deepcopy(head)
+    own = head.transformer
+    with pytest.raises(RuntimeError, match="inside"), borrowed_body(head, other) as borrowed:
+        assert borrowed is head and head.transformer is other.transformer
+        raise RuntimeError("inside")
+    assert head.transformer is own
+    with borrowed_body(head, torch.nn.Linear(2, 2)) as none:
+        assert none is None and head.transformer is own

@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from kaviz.data.lm_probe_data import ProbeFileError, read_completion_file, read_corpus  # noqa: F401  (re-exported)
+from kaviz.measure.probes import borrowed_body
 
 
 @torch.no_grad()
@@ -92,20 +93,10 @@ class LMHead:
 
     def __init__(self, lm: nn.Module):
         self.lm = lm.eval()
-        self.prefix = lm.base_model_prefix  # e.g. "transformer" (GPT-2), "model" (Llama)
-        self.hidden = lm.config.hidden_size
 
     def _call(self, model: nn.Module, fn, *args):
-        body = getattr(model, self.prefix, None)
-        if body is None or getattr(getattr(body, "config", None), "hidden_size", None) != self.hidden:
-            return None
-        own = getattr(self.lm, self.prefix)
-        try:
-            setattr(self.lm, self.prefix, body)  # borrowed for this call
-            self.lm.to(next(body.parameters()).device)
-            return fn(self.lm, *args)
-        finally:
-            setattr(self.lm, self.prefix, own)
+        with borrowed_body(self.lm, model) as lm:
+            return None if lm is None else fn(lm, *args)
 
     def loss(self, model: nn.Module, tokenizer: Any, texts: list[str], **kw: Any) -> dict | None:
         """:func:`lm_loss` of ``model``'s body under this head."""

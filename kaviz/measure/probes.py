@@ -12,7 +12,8 @@ a registry name or a callable.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -316,6 +317,28 @@ def sts_spearman(
     return float(spearmanr(cos.numpy(), np.asarray(gold, dtype=np.float64)).statistic)
 
 
+@contextmanager
+def borrowed_body(head: nn.Module, model: nn.Module) -> Iterator[nn.Module | None]:
+    """``head`` (a pre-trained ``*ForMaskedLM`` or ``*ForCausalLM``) with ``model``'s base model
+    (``model.<head.base_model_prefix>``) in place of its own for the ``with`` block, moved to that
+    body's device; yields None, borrowing nothing, when ``model`` has no such body or its width
+    differs from the head's (a narrower small-dense student). ``model`` is only read; the head gets
+    its own body back however the block ends. Shared by :class:`MLMHead` and
+    :class:`kaviz.measure.lm_probes.LMHead`."""
+    prefix = head.base_model_prefix  # e.g. "bert", "transformer" (GPT-2), "model" (Llama)
+    body = getattr(model, prefix, None)
+    if body is None or getattr(getattr(body, "config", None), "hidden_size", None) != head.config.hidden_size:
+        yield None
+        return
+    own = getattr(head, prefix)
+    setattr(head, prefix, body)
+    try:
+        head.to(_device(body))  # the head follows the body's device
+        yield head
+    finally:
+        setattr(head, prefix, own)
+
+
 class MLMHead:
     """The pre-trained model's masked-LM head, put on other models' encoders: the general-knowledge
     probe of Gordon et al. (2020), who measure how much pruning raises the pre-training loss.
@@ -334,20 +357,10 @@ class MLMHead:
         src = resolve_source(str(source))
         local = Path(src).is_dir()
         self.mlm = AutoModelForMaskedLM.from_pretrained(src, use_safetensors=True if local else None).eval()
-        self.prefix = self.mlm.base_model_prefix  # e.g. "bert"
-        self.hidden = self.mlm.config.hidden_size
 
     def loss(self, model: nn.Module, tokenizer: Any, texts: Sequence[str], *, seed: int = 0) -> float | None:
-        encoder = getattr(model, self.prefix, None)
-        if encoder is None or getattr(getattr(encoder, "config", None), "hidden_size", None) != self.hidden:
-            return None
-        own = getattr(self.mlm, self.prefix)
-        try:
-            setattr(self.mlm, self.prefix, encoder)  # borrowed for this call
-            self.mlm.to(_device(encoder))  # the head follows the encoder's device
-            return mlm_loss(self.mlm, tokenizer, texts, seed=seed)
-        finally:
-            setattr(self.mlm, self.prefix, own)
+        with borrowed_body(self.mlm, model) as mlm:
+            return None if mlm is None else mlm_loss(mlm, tokenizer, texts, seed=seed)
 
 
 def general_knowledge(
@@ -376,6 +389,7 @@ sts_pairs = sts_data.sts_pairs  # the probe's data (kaviz.data.sts), re-exported
 __all__ = [
     "MLMHead",
     "POOLINGS",
+    "borrowed_body",
     "PROBES",
     "general_knowledge",
     "has_mlm_head",
