@@ -449,3 +449,29 @@ def test_scratch_folders_live_inside_the_run_and_are_removed(run, tmp_path):
     assert not c.exists()
     with pytest.raises(StoreError), run.scratch("../outside"):
         pass
+
+
+def test_scratch_left_by_a_killed_process_is_cleared_on_the_next_call(run):
+    """A process killed inside ``run.scratch`` leaves its folder; the next call removes it when its
+    owner (this host, a pid that no longer runs) is gone, and leaves a live or foreign owner's alone."""
+    from pathlib import Path
+
+    from kaviz.store.run import _HOST
+
+    code = (
+        "import os, sys; from kaviz.store import RunStore; "
+        f"run = RunStore({str(run.store.root)!r}).open_run({run.run_id!r}); "
+        "cm = run.scratch('capture-pruned_ka_s0.9_seed42'); d = cm.__enter__(); "
+        "(d / 'chunk.bin').write_bytes(b'x' * 10); print(d, flush=True); os._exit(9)"  # killed: no cleanup
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    assert out.returncode == 9, out.stderr
+    left = Path(out.stdout.strip())
+    assert left.is_dir() and left.name.startswith("capture-pruned_ka_s0.9_seed42.")
+    live = left.parent / f"capture-x.{_HOST}-{os.getppid()}.abc"  # a running process (our parent)
+    foreign = left.parent / "capture-x.otherhost-1.abc"
+    live.mkdir()
+    foreign.mkdir()
+    with run.scratch("capture-y") as mine:
+        assert mine.is_dir() and not left.exists()
+        assert live.is_dir() and foreign.is_dir()

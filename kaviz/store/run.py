@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -35,6 +36,33 @@ CHECKPOINT = "checkpoint"
 SCRATCH = ".scratch"  # temporary folders of work in progress (streamed captures); never copied
 COMPACT = "compact"  # weights stored as a difference from the pre-trained model (kaviz.train.compact)
 METRICS = "metrics"
+
+
+_HOST = socket.gethostname().replace(".", "_").replace("-", "_") or "host"
+
+
+def _clear_abandoned(root: Path) -> None:
+    """Remove the scratch folders under ``root`` whose owner (``<purpose>.<host>-<pid>.<random>``)
+    ran on this host and no longer runs: what a killed analysis left. Others' folders, and any
+    folder whose name says no owner, are left alone."""
+    if os.name != "posix":  # os.kill(pid, 0) tests a pid only there
+        return
+    for folder in root.iterdir():
+        parts = folder.name.split(".")  # the purpose may hold dots (unit names do): the owner is second last
+        host, _, pid = parts[-2].rpartition("-") if len(parts) >= 3 else ("", "", "")
+        if host != _HOST or not pid.isdigit() or int(pid) == os.getpid() or _alive(int(pid)):
+            continue
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
 
 
 class RunExistsError(StoreError):
@@ -253,12 +281,16 @@ class Run:
     # ----- scratch space ---------------------------------------------------------------------------
     @contextmanager
     def scratch(self, purpose: str) -> Iterator[Path]:
-        """A fresh, empty folder inside the run (``.scratch/<purpose>.<random>``) for temporary files,
-        such as captures streamed to disk during analysis; removed with its contents on leaving the
-        block, also after an error.  Copies of the run (:meth:`copy_to`) never include it."""
+        """A fresh, empty folder inside the run (``.scratch/<purpose>.<host>-<pid>.<random>``) for
+        temporary files, such as captures streamed to disk during analysis; removed with its contents
+        on leaving the block, also after an error. Folders a killed process left behind (its host is
+        this one and its pid is gone) are removed on the next call. Copies of the run
+        (:meth:`copy_to`) never include them."""
         root = self.store._inside(self.path / SCRATCH)
         root.mkdir(exist_ok=True)
-        folder = Path(tempfile.mkdtemp(prefix=f"{_name(purpose, 'scratch purpose')}.", dir=root))
+        _clear_abandoned(root)
+        owner = f"{_HOST}-{os.getpid()}"  # read by _clear_abandoned in a later process
+        folder = Path(tempfile.mkdtemp(prefix=f"{_name(purpose, 'scratch purpose')}.{owner}.", dir=root))
         try:
             yield folder
         finally:
