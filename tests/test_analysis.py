@@ -173,3 +173,44 @@ def test_auto_streams_above_the_threshold(analysed, tmp_path):
     Analyzer(copy, acfg, progress=False).run(force=True)
     assert "analyze: streaming attention maps to disk" in copy.log_path.read_text()
     pd.testing.assert_frame_equal(knowledge_table(copy), knowledge_table(run), rtol=1e-9, atol=1e-12)
+
+
+def test_auto_sizes_each_model_shape_on_its_own(analysed, tmp_path, monkeypatch):
+    """'auto' with a threshold between the teacher's and the smaller small-dense student's predicted
+    peaks streams the captures of the teacher's shape and keeps the student's in memory."""
+    import dataclasses
+    from contextlib import contextmanager
+
+    from kaviz.analysis.captures import wants_streaming
+    from kaviz.analysis.unit_view import load_unit_model
+    from kaviz.core.config import RunConfig
+
+    run, _ = analysed
+    cfg = RunConfig.from_dict(run.config)
+    setup = Analyzer(run, progress=False)
+    setup._setup()  # the probe set the analysis reads
+    probe = setup.probe
+    small = "pruned_small-dense_s0.9_seed42"
+    need = {
+        u: wants_streaming(dataclasses.replace(cfg.analysis, stream="auto"), load_unit_model(run, u), probe,
+                           dtype=torch.float32, classes=2)[1]
+        for u in ("finetuned", small)
+    }  # fmt: skip
+    assert need[small] < need["finetuned"]
+    copy = run.copy_to(tmp_path / "copy", include_checkpoints=True)
+    streamed: list[str] = []
+    real = copy.scratch
+
+    @contextmanager
+    def spy(purpose):
+        streamed.append(purpose.removeprefix("capture-"))
+        with real(purpose) as folder:
+            yield folder
+
+    monkeypatch.setattr(copy, "scratch", spy)
+    gib = (need[small] + need["finetuned"]) / 2 / 2**30
+    acfg = dataclasses.replace(cfg.analysis, stream="auto", stream_above_gib=gib, inference=False)
+    Analyzer(copy, acfg, progress=False).run(force=True)
+    assert "finetuned" in streamed and small not in streamed
+    assert copy.log_path.read_text().count("analyze: streaming attention maps to disk") == 1
+    pd.testing.assert_frame_equal(knowledge_table(copy), knowledge_table(run), rtol=1e-9, atol=1e-12)

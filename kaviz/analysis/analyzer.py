@@ -40,6 +40,7 @@ from kaviz.core import schema
 from kaviz.core.config import AnalysisConfig, RunConfig
 from kaviz.core.heads import dead_heads
 from kaviz.core.schema import KNOWLEDGE_COLUMNS
+from kaviz.core.structure import dims
 from kaviz.measure.capture import probe_inputs
 from kaviz.measure.cka_matrix import cka_matrix
 from kaviz.measure.probes import linear_probe
@@ -136,7 +137,7 @@ class Analyzer:
         self.device = pick_device(self.cfg.training.device)
         self._caps: dict[str, UnitCapture] = {}
         self._refs: dict[str, nn.Module | None] = {}
-        self._stream: bool | None = None  # decided on the first capture (analysis.stream)
+        self._stream: dict[tuple, bool] = {}  # model shape -> stream its captures (analysis.stream)
 
     def _setup(self) -> None:
         from transformers import AutoTokenizer
@@ -170,17 +171,20 @@ class Analyzer:
         return load_model(source, m, spec.num_labels, spec.is_regression, self.cfg.seed)
 
     def _streams(self, model: nn.Module) -> bool:
-        """Whether captures stream their maps to disk (decided once, on the first model captured)."""
-        if self._stream is None:
-            self._stream, need = wants_streaming(
+        """Whether ``model``'s capture streams its maps to disk: decided once per model shape (a
+        narrower small-dense student or an imported student of another size is sized on its own)."""
+        shape = tuple(sorted(dims(model).items()))
+        if shape not in self._stream:
+            stream, need = wants_streaming(
                 self.acfg, model, self.probe, dtype=self._dtype(), classes=max(1, self.spec.num_labels)
             )
-            if self._stream and need is not None:
+            self._stream[shape] = stream
+            if stream and need is not None:
                 self.run_.log(
-                    f"analyze: streaming attention maps to disk (in memory would need ~{need / 2**30:.1f} GiB "
-                    f"> analysis.stream_above_gib {self.acfg.stream_above_gib:g})"
+                    f"analyze: streaming attention maps to disk for models of {dict(shape)} (in memory would "
+                    f"need ~{need / 2**30:.1f} GiB > analysis.stream_above_gib {self.acfg.stream_above_gib:g})"
                 )
-        return self._stream
+        return self._stream[shape]
 
     def _dtype(self) -> torch.dtype:
         return torch.float16 if self.acfg.float16 else torch.float32
