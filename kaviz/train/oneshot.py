@@ -31,6 +31,7 @@ from torch import nn
 from kaviz.core.errors import KavizError
 from kaviz.core.names import parse_pattern
 from kaviz.core.structure import describe, encoder_layers, in_features, oriented, prunable_linears
+from kaviz.train.layer_replay import LayerReplay
 from kaviz.train.models import eval_mode
 from kaviz.train.pruning import MaskSet, check_pattern, nm_mask, topk_mask
 
@@ -215,22 +216,13 @@ def _hooks(modules: Iterable[nn.Module], hook: Callable) -> Iterator[None]:
             h.remove()
 
 
-@torch.no_grad()
-def calibration_stats(model: nn.Module, batches: Iterable[Batch], layer: int, kind: Stat) -> dict[str, torch.Tensor]:
-    """Statistics of the inputs of encoder layer ``layer``'s prunable linears, with the model as it
-    is now: {full linear name: (in,) for ``"norm"`` (mean over sequences of the squared input-feature
-    norms) or (in, in) for ``"hessian"`` (2/n X^T X)}. ``batches`` are ``model(**batch)`` dicts;
-    tokens with ``attention_mask == 0`` are skipped; the forward stops after the layer."""
-    if kind not in ("norm", "hessian"):
-        raise OneShotError(f"kind must be 'norm' or 'hessian', got {kind!r}")
-    batches = _batches(batches)
-    lins = _linears_by_layer(model)
-    if not 0 <= layer < len(lins):
-        raise OneShotError(f"layer {layer} is not an encoder layer (the model has {len(lins)})")
-    acc = {name: _Accumulator(kind) for name in lins[layer]}
-    module_name = {lin: name for name, lin in lins[layer].items()}
-    device = next(model.parameters()).device
-    keep: list[torch.Tensor | None] = [None]  # (B*T,) bool of the running batch
+@contextmanager
+def _collecting(lins: dict[str, nn.Linear], kind: Stat) -> Iterator[tuple[dict[str, _Accumulator], list]]:
+    """Hooks that add the inputs of ``lins`` to one :class:`_Accumulator` each while the block runs
+    forwards; the caller puts the running batch's (B*T,) bool token mask (or None) in ``keep[0]``."""
+    acc = {name: _Accumulator(kind) for name in lins}
+    module_name = {lin: name for name, lin in lins.items()}
+    keep: list[torch.Tensor | None] = [None]
 
     def collect(mod: nn.Module, args: tuple, out: torch.Tensor) -> None:
         x = args[0]  # (B, T, in)
@@ -241,21 +233,53 @@ def calibration_stats(model: nn.Module, batches: Iterable[Batch], layer: int, ki
             rows = rows[keep[0]]  # (tokens, in)
         acc[module_name[mod]].add(rows, x.shape[0] if x.dim() == 3 else 1)
 
-    def stop(mod: nn.Module, args: tuple, out: object) -> None:
-        raise _StopForward
+    with _hooks(lins.values(), collect):
+        yield acc, keep
 
-    with eval_mode(model), _hooks(lins[layer].values(), collect), _hooks([encoder_layers(model)[layer]], stop):
-        for batch in batches:
-            batch = {k: v.to(device) for k, v in batch.items()}
-            am = batch.get("attention_mask")
-            keep[0] = None if am is None else am.reshape(-1).bool()
-            try:
-                model(**batch)
-            except _StopForward:
-                pass
+
+def _values(acc: dict[str, _Accumulator]) -> dict[str, torch.Tensor]:
     if any(a.tokens == 0 for a in acc.values()):
         raise OneShotError("the calibration batches hold no tokens outside padding (attention_mask all 0)")
     return {name: a.value() for name, a in acc.items()}
+
+
+def _token_mask(batch: Batch) -> torch.Tensor | None:
+    am = batch.get("attention_mask")
+    return None if am is None else am.reshape(-1).bool()
+
+
+def _on(batches: list[Batch], model: nn.Module) -> list[Batch]:
+    device = next(model.parameters()).device
+    return [{k: v.to(device) for k, v in b.items()} for b in batches]
+
+
+@torch.no_grad()
+def calibration_stats(model: nn.Module, batches: Iterable[Batch], layer: int, kind: Stat) -> dict[str, torch.Tensor]:
+    """Statistics of the inputs of encoder layer ``layer``'s prunable linears, with the model as it
+    is now: {full linear name: (in,) for ``"norm"`` (mean over sequences of the squared input-feature
+    norms) or (in, in) for ``"hessian"`` (2/n X^T X)}. ``batches`` are ``model(**batch)`` dicts;
+    tokens with ``attention_mask == 0`` are skipped; the forward stops after the layer. One full
+    forward per batch: the reference the layer-by-layer replay of :func:`_prune_sequential` is
+    tested against."""
+    if kind not in ("norm", "hessian"):
+        raise OneShotError(f"kind must be 'norm' or 'hessian', got {kind!r}")
+    batches = _on(_batches(batches), model)
+    lins = _linears_by_layer(model)
+    if not 0 <= layer < len(lins):
+        raise OneShotError(f"layer {layer} is not an encoder layer (the model has {len(lins)})")
+
+    def stop(mod: nn.Module, args: tuple, out: object) -> None:
+        raise _StopForward
+
+    with eval_mode(model), _collecting(lins[layer], kind) as (acc, keep):
+        with _hooks([encoder_layers(model)[layer]], stop):
+            for batch in batches:
+                keep[0] = _token_mask(batch)
+                try:
+                    model(**batch)
+                except _StopForward:
+                    pass
+    return _values(acc)
 
 
 @torch.no_grad()
@@ -268,17 +292,38 @@ def _prune_sequential(
     pattern: str | None,
     progress: Progress | None,
     stats: dict[str, torch.Tensor] | None,
+    replay: bool = True,
 ) -> MaskSet:
-    batches = _batches(batches)
+    """Layer after layer: the statistics of layer ``l``'s linears with layers ``< l`` pruned, then
+    prune them. With ``replay`` (and a model whose layers replay faithfully, see
+    :class:`~kaviz.train.layer_replay.LayerReplay`) each layer runs once on the outputs of the
+    pruned layer below, as the official code does; else one forward up to layer ``l`` per layer."""
+    batches = _on(_batches(batches), model)
     groups = _linears_by_layer(model)
-    for layer, lins in enumerate(groups):
-        got = calibration_stats(model, batches, layer, kind)
-        for name, lin in lins.items():
-            prune_one(lin, got[name])
-        if stats is not None:
-            stats.update(got)
-        if progress is not None:
-            progress(f"{label}: layer {layer + 1}/{len(groups)} pruned ({len(lins)} linears)")
+    with eval_mode(model):
+        rec = LayerReplay(model, batches) if replay else None
+        if rec is not None and not rec.faithful():
+            rec = None
+            if progress is not None:
+                progress(f"{label}: this model's layers do not replay on their own; one forward per layer instead")
+        hidden = rec.first_inputs() if rec is not None else []
+        for layer, lins in enumerate(groups):
+            if rec is None:
+                got = calibration_stats(model, batches, layer, kind)
+            else:
+                with _collecting(lins, kind) as (acc, keep):
+                    for b, h in enumerate(hidden):
+                        keep[0] = _token_mask(batches[b])
+                        rec.run(layer, b, h)
+                got = _values(acc)
+            for name, lin in lins.items():
+                prune_one(lin, got[name])
+            if rec is not None:
+                hidden = [rec.run(layer, b, h) for b, h in enumerate(hidden)]  # the pruned layer's outputs
+            if stats is not None:
+                stats.update(got)
+            if progress is not None:
+                progress(f"{label}: layer {layer + 1}/{len(groups)} pruned ({len(lins)} linears)")
     masks = MaskSet.from_zeros(model)
     masks.pattern = parse_pattern(pattern)
     return masks
