@@ -319,12 +319,10 @@ def sts_spearman(
 
 @contextmanager
 def borrowed_body(head: nn.Module, model: nn.Module) -> Iterator[nn.Module | None]:
-    """``head`` (a pre-trained ``*ForMaskedLM`` or ``*ForCausalLM``) with ``model``'s base model
-    (``model.<head.base_model_prefix>``) in place of its own for the ``with`` block, moved to that
-    body's device; yields None, borrowing nothing, when ``model`` has no such body or its width
-    differs from the head's (a narrower small-dense student). ``model`` is only read; the head gets
-    its own body back however the block ends. Shared by :class:`MLMHead` and
-    :class:`kaviz.measure.lm_probes.LMHead`."""
+    """``head`` (a pre-trained ``*ForMaskedLM`` / ``*ForCausalLM``) with ``model``'s base model in
+    place of its own for the block, on that body's device; None, borrowing nothing, when ``model``
+    has no such body or a different width (a narrower small-dense student). ``model`` is only read;
+    the head gets its own body back however the block ends. For MLMHead and lm_probes.LMHead."""
     prefix = head.base_model_prefix  # e.g. "bert", "transformer" (GPT-2), "model" (Llama)
     body = getattr(model, prefix, None)
     if body is None or getattr(getattr(body, "config", None), "hidden_size", None) != head.config.hidden_size:
