@@ -34,7 +34,7 @@ os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 import torch  # noqa: E402
 
 from kaviz.core.config import PACKAGED_MODEL, TINY_MODEL, DistillConfig, ModelConfig  # noqa: E402
-from kaviz.stages.recipe import distill_objective  # noqa: E402
+from kaviz.train.distill import distill_objective  # noqa: E402
 from kaviz.train.loop import autocast, ce_loss, resolve_precision, train_loop  # noqa: E402
 from kaviz.train.models import load_pretrained, pick_device  # noqa: E402
 from kaviz.train.pruning import CubicPruner, MaskSet  # noqa: E402

@@ -211,29 +211,32 @@ def diagnosis_section(diags: list[pd.DataFrame]) -> str:
     d = pd.concat(diags, ignore_index=True) if diags else pd.DataFrame(columns=diagnosis.COLUMNS)
     rows = []
     for _, r in d.sort_values(["task", "metric", "sparsity", "method"]).iterrows():
-        shares = "/".join(
-            "–" if math.isnan(r[f"share_{t}"]) else f"{100 * r[f'share_{t}']:.0f}" for t in diagnosis.LOSS_TERMS
+        shares, pulls = (
+            "/".join("–" if math.isnan(r[f"{c}_{t}"]) else f"{100 * r[f'{c}_{t}']:.0f}" for t in diagnosis.LOSS_TERMS)
+            for c in ("share", "grad")
         )
         rows.append([
             r.task, r.metric, r.method, f"{100 * r.sparsity:g}%", f"{r.nonzero_encoder / 1e6:.2f}M",
             f"{r.examples_seen:,.0f}", f"{100 * r.headroom:.1f}", f"{pct(r['mean'])} ({r.seeds})",
-            f"{r.gain_kept:.2f}", shares,
+            f"{r.gain_kept:.2f}", shares, pulls,
         ])  # fmt: skip
     for m in ("accuracy", "f1"):
         t, st = PAPER_MRPC["teacher"][m], PAPER_MRPC["student"][m]
         const = evidence.constant_answer(m, np.array([1] * 279 + [0] * 129))[0]  # MRPC dev: 279 of 408 positive
         rows.append([
             "mrpc (paper, BERT-base)", m, "knowledge-aware", "95%", f"{PAPER_NONZERO / 1e6:.2f}M",
-            f"{PAPER_EXAMPLES:,}", f"{100 * (t - const):.1f}", pct(st), f"{diagnosis.gain_kept(st, t, const):.2f}", "–",
+            f"{PAPER_EXAMPLES:,}", f"{100 * (t - const):.1f}", pct(st), f"{diagnosis.gain_kept(st, t, const):.2f}", "–", "–",
         ])  # fmt: skip
     header = ["task", "metric", "method", "sparsity", "non-zero encoder weights", "examples seen",
-              "teacher − constant (points)", "score (seeds)", "gain kept", "loss att/hid/pred %"]  # fmt: skip
+              "teacher − constant (points)", "score (seeds)", "gain kept", "loss att/hid/pred %", "gradient att/hid/pred %"]  # fmt: skip
     return (
         "Per row: the encoder weights the student keeps (capacity), the examples it saw (budget), how far "
         "its teacher stands above the constant answer (teacher quality), its score, the fraction of the "
         "teacher's gain over the constant answer it keeps ((score − constant) / (teacher − constant)), and "
         f"the shares of the distillation loss's terms over the last {100 * diagnosis.TAIL:.0f}% of its steps "
-        "(attention / hidden states / prediction; – for cross-entropy training). The paper's row is its "
+        "(attention / hidden states / prediction; – for cross-entropy training) and of their gradients on "
+        "the trained student's kept weights (64 training examples; – where the unit's weights were not kept). "
+        "The paper's row is its "
         "released MRPC checkpoints (../shared/PAPER.md).\n\n" + md_table(header, rows) + "\n"
     )
 
@@ -254,6 +257,9 @@ def report(runs_dir: Path, n_boot: int) -> None:
         except StoreError:
             md.append(f"## {name}\n\nNot run yet.\n")
             continue
+        for u in run.units().query("status == 'done' and method == 'knowledge-aware'").unit:
+            if not run.has_unit_table(u, diagnosis.GRADIENTS):  # needs its weights: the runs, not the shipped copy
+                diagnosis.store_gradient_shares(run, u)
         res = evidence.unit_results(run)
         rows.append(res)
         ep = teacher_epochs(run)

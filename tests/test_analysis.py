@@ -1,4 +1,5 @@
 import io
+import math
 from contextlib import redirect_stdout
 
 import pandas as pd
@@ -214,3 +215,22 @@ def test_auto_sizes_each_model_shape_on_its_own(analysed, tmp_path, monkeypatch)
     assert "finetuned" in streamed and small not in streamed
     assert copy.log_path.read_text().count("analyze: streaming attention maps to disk") == 1
     pd.testing.assert_frame_equal(knowledge_table(copy), knowledge_table(run), rtol=1e-9, atol=1e-12)
+
+
+def test_gradient_shares_are_stored_for_a_unit_with_weights(analysed, tmp_path):
+    """diagnosis.store_gradient_shares writes the knowledge-aware unit's gradient_shares table (three
+    terms, shares summing to 1), diagnosis() reads it into grad_* columns; a tables-only copy of the
+    run has no weights to measure and gets nothing."""
+    from kaviz.analysis import diagnosis, evidence
+
+    run, _ = analysed
+    copy = run.copy_to(tmp_path / "copy", include_checkpoints=True)
+    unit = "pruned_knowledge-aware_s0.9_seed42"
+    table = diagnosis.store_gradient_shares(copy, unit, examples=8, batch_size=4)
+    assert list(table.term) == list(diagnosis.LOSS_TERMS) and table.share.sum() == pytest.approx(1.0)
+    assert (table.norm > 0).all() and copy.has_unit_table(unit, diagnosis.GRADIENTS)
+    d = diagnosis.diagnosis(copy, evidence.summary(copy, n_boot=50), "accuracy").set_index("method")
+    assert d.loc["knowledge-aware", "grad_pred"] == pytest.approx(float(table.share.iloc[2]))
+    assert math.isnan(d.loc["small-dense", "grad_pred"])
+    light = run.copy_to(tmp_path / "light")
+    assert diagnosis.store_gradient_shares(light, unit) is None and not light.has_unit_table(unit, diagnosis.GRADIENTS)

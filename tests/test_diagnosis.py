@@ -8,6 +8,7 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 from kaviz.analysis import diagnosis, evidence
 from kaviz.store import RunStore
@@ -103,3 +104,43 @@ def test_the_evidence_report_states_the_causes_beside_the_paper(tmp_path, monkey
     assert sst2.loc["knowledge-aware", "share_att"] > 0.5 and math.isnan(sst2.loc["gradual-magnitude", "share_att"])
     md = (tmp_path / "evidence.md").read_text()
     assert "## What decides how much a student keeps" in md and "mrpc (paper, BERT-base)" in md
+
+
+def test_gradient_shares_equal_each_terms_own_gradient_on_the_kept_weights(tiny_bert, batch):
+    """Per term, the norm equals ||d term / d W|| over the kept weights computed straight from the
+    loss functions of kaviz.train.distill (teacher outputs, identity projection); a pruned weight's
+    gradient is left out; alpha_pred x 2 doubles the prediction term's norm alone; neither model
+    changes and the student's mode and requires_grad flags come back."""
+    from kaviz.core.config import DistillConfig
+    from kaviz.core.structure import prunable_linears
+    from kaviz.train.distill import attention_loss, hidden_loss, prediction_loss
+
+    student, teacher = tiny_bert(seed=0), tiny_bert(seed=1).eval()
+    with torch.no_grad():
+        for lin in prunable_linears(student).values():
+            lin.weight[:, ::2] = 0.0  # half the inputs pruned
+    student.train()
+    before = [p.detach().clone() for p in student.parameters()]
+    got = diagnosis.gradient_shares(student, teacher, [batch], DistillConfig()).set_index("term")
+    assert student.training and all(torch.equal(a, b) for a, b in zip(before, student.parameters()))
+
+    student.eval()
+    weights = [lin.weight for lin in prunable_linears(student).values()]
+    inputs = {k: v for k, v in batch.items() if k != "labels"}
+    with torch.no_grad():
+        t = teacher(**inputs, output_hidden_states=True, output_attentions=True)
+    s = student(**inputs, output_hidden_states=True, output_attentions=True)
+    eye = torch.nn.Identity()
+    terms = {
+        "att": attention_loss(list(s.attentions), list(t.attentions)),
+        "hid": hidden_loss(list(s.hidden_states), list(t.hidden_states), eye),
+        "pred": prediction_loss(s.logits, t.logits),
+    }
+    for term, value in terms.items():
+        grads = torch.autograd.grad(value, weights, retain_graph=True, allow_unused=True)  # att: no last FFN
+        want = math.sqrt(sum(float((g * (w != 0)).pow(2).sum()) for g, w in zip(grads, weights) if g is not None))
+        assert got.loc[term, "norm"] == pytest.approx(want, rel=1e-4), term
+    assert got.share.sum() == pytest.approx(1.0)
+    double = diagnosis.gradient_shares(student, teacher, [batch], DistillConfig(alpha_pred=2.0)).set_index("term")
+    assert double.loc["pred", "norm"] == pytest.approx(2 * got.loc["pred", "norm"], rel=1e-5)
+    assert double.loc["att", "norm"] == pytest.approx(got.loc["att", "norm"], rel=1e-5)

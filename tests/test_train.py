@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from kaviz.core.config import ConfigError, DistillConfig, RunConfig
-from kaviz.stages.recipe import distill_objective
+from kaviz.train.distill import distill_objective
 from kaviz.train.loop import autocast, ce_loss, resolve_precision, train_loop
 
 CPU = torch.device("cpu")

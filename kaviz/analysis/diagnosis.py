@@ -8,7 +8,9 @@ per pruned (method, sparsity, budget).
 - **Loss balance**: how the distillation loss splits between its attention, hidden-state and
   prediction terms (``share_att``, ``share_hid``, ``share_pred``), weighted as in training
   (``distill.alpha_*``), averaged over the last part of training. The prediction term is logged as
-  KL divergence (the paper's soft cross-entropy less the teacher's entropy: the same gradient).
+  KL divergence (the paper's soft cross-entropy less the teacher's entropy: the same gradient). A
+  loss's size is not its pull: :func:`gradient_shares` measures each term's gradient on a trained
+  student's kept weights, i.e. which term steers it.
 - **Budget**: training examples the student saw (``examples_seen``).
 
 ``gain_kept`` puts students of different tasks on one scale: the fraction of the teacher's gain over
@@ -21,6 +23,12 @@ import math
 
 import numpy as np
 import pandas as pd
+import torch
+from torch import nn
+
+from kaviz.core.config import DistillConfig
+from kaviz.core.structure import prunable_linears
+from kaviz.train.distill import distill_objective
 
 #: The distillation loss's terms as :class:`kaviz.train.distill.DistillLoss` logs them, and the
 #: ``distill`` config weights they are summed with.
@@ -31,8 +39,10 @@ TAIL = 0.2
 COLUMNS = [
     "task", "method", "sparsity", "budget", "metric", "seeds", "mean", "teacher", "constant", "headroom",
     "gain_kept", "nonzero_encoder", "encoder", "examples_seen",
-    *(f"share_{t}" for t in LOSS_TERMS),
+    *(f"share_{t}" for t in LOSS_TERMS), *(f"grad_{t}" for t in LOSS_TERMS),
 ]  # fmt: skip
+#: The unit table :func:`store_gradient_shares` writes (term, norm, share).
+GRADIENTS = "gradient_shares"
 
 
 def loss_shares(history: pd.DataFrame, weights: dict[str, float] | None = None, tail: float = TAIL) -> dict[str, float]:
@@ -70,7 +80,8 @@ def diagnosis(run, table: pd.DataFrame, metric: str) -> pd.DataFrame:
     :func:`kaviz.analysis.evidence.summary` of ``run``) at ``metric``, with :data:`COLUMNS`:
     the student's mean score, the teacher's and the constant answer's, ``headroom`` (teacher −
     constant), :func:`gain_kept`, and the means over the row's units of non-zero and all encoder
-    weights, examples seen and :func:`loss_shares` (NaN where a unit logs no loss terms)."""
+    weights, examples seen, :func:`loss_shares` (NaN where a unit logs no loss terms) and the
+    gradient shares of :func:`store_gradient_shares` (``grad_*``, NaN where a unit has none)."""
     t = table[(table.stage == "pruned") & (table.metric == metric)] if len(table) else table
     if t.empty:
         return pd.DataFrame(columns=COLUMNS)
@@ -80,6 +91,8 @@ def diagnosis(run, table: pd.DataFrame, metric: str) -> pd.DataFrame:
     units = m.drop_duplicates("unit").set_index("unit")[["method", "sparsity", "budget"]]
     hist = run.unit_table("history")
     shares = {u: loss_shares(g, weights) for u, g in hist.groupby("unit")} if len(hist) else {}
+    grads = run.unit_table(GRADIENTS)
+    pulls = {u: dict(zip(g.term, g.share)) for u, g in grads.groupby("unit")} if len(grads) else {}
     rows = []
     for _, r in t.iterrows():
         mine = units[(units.method == r.method) & np.isclose(units.sparsity.astype(float), float(r.sparsity))]
@@ -88,6 +101,7 @@ def diagnosis(run, table: pd.DataFrame, metric: str) -> pd.DataFrame:
         cols = ["nonzero_encoder_params", "encoder_params", "examples_seen"]
         col = per_unit.reindex(index=ids, columns=cols).astype(float).mean()  # NaN where none has it
         share = {f"share_{k}": _mean([shares.get(u, {}).get(k, math.nan) for u in ids]) for k in LOSS_TERMS}
+        share |= {f"grad_{k}": _mean([pulls.get(u, {}).get(k, math.nan) for u in ids]) for k in LOSS_TERMS}
         rows.append(
             {
                 "task": r.task,
@@ -108,3 +122,73 @@ def diagnosis(run, table: pd.DataFrame, metric: str) -> pd.DataFrame:
             }
         )
     return pd.DataFrame(rows, columns=COLUMNS)
+
+
+def gradient_shares(
+    student: nn.Module,
+    teacher: nn.Module,
+    batches: list[dict[str, torch.Tensor]],
+    cfg: DistillConfig,
+    *,
+    regression: bool = False,
+) -> pd.DataFrame:
+    """Which distillation term steers ``student``: per term (``att``, ``hid``, ``pred``, weighted by
+    ``cfg.alpha_*`` as in training) the L2 norm of its gradient over the student's *kept* (non-zero)
+    prunable encoder weights, the trainer's masks hold the others at zero, mean over ``batches``
+    (``model(**batch)`` dicts with ``labels``), and its ``share`` of the three norms. Eval mode (no
+    dropout); the hidden-state projection starts at the identity (equal widths) as in training.
+    Neither model is changed. Columns: term, norm, share."""
+    device = next(student.parameters()).device
+    crit, loss_fn = distill_objective(student, teacher, cfg, device, regression)
+    weights = [p.weight for p in prunable_linears(student).values()]
+    kept = [w.detach() != 0 for w in weights]
+    alphas = {t: float(getattr(cfg, a)) for t, a in LOSS_TERMS.items()}
+    norms: dict[str, list[float]] = {t: [] for t in LOSS_TERMS}
+    was_training, flags = student.training, [p.requires_grad for p in student.parameters()]
+    student.eval()
+    try:
+        for p in student.parameters():
+            p.requires_grad_(True)
+        for batch in batches:
+            for term in LOSS_TERMS:  # one term at a time: its weight, the others' 0
+                crit.alpha_att, crit.alpha_hid, crit.alpha_pred = (alphas[t] if t == term else 0.0 for t in LOSS_TERMS)
+                loss = loss_fn(student, {k: v.to(device) for k, v in batch.items()})["loss"]
+                grads = torch.autograd.grad(loss, weights, allow_unused=True)
+                sq = sum(float(((g * m) ** 2).sum()) for g, m in zip(grads, kept) if g is not None)
+                norms[term].append(math.sqrt(sq))
+    finally:
+        student.train(was_training)
+        for p, flag in zip(student.parameters(), flags):
+            p.requires_grad_(flag)
+    mean = {t: float(np.mean(v)) for t, v in norms.items()}
+    total = sum(mean.values())
+    rows = [{"term": t, "norm": v, "share": v / total if total > 0 else math.nan} for t, v in mean.items()]
+    return pd.DataFrame(rows, columns=["term", "norm", "share"])
+
+
+def store_gradient_shares(
+    run, unit: str, *, examples: int = 64, batch_size: int = 32, seed: int = 0
+) -> pd.DataFrame | None:
+    """:func:`gradient_shares` of a done unit against the run's teacher, on ``examples`` seeded
+    training examples, written as the unit's :data:`GRADIENTS` table and returned; None (nothing
+    written) when the unit or the teacher has no weights in the run (a shipped, tables-only run)."""
+    from kaviz.analysis.unit_view import load_run_tokenizer, load_unit_model
+    from kaviz.core.config import RunConfig
+    from kaviz.data.tasks import load_task
+    from kaviz.measure.capture import probe_inputs
+    from kaviz.train.models import load_tokenizer
+
+    cfg = RunConfig.from_dict(run.config)
+    if run.checkpoint_dir(unit) is None or run.checkpoint_dir("finetuned") is None:
+        return None
+    student, teacher = load_unit_model(run, unit), load_unit_model(run, "finetuned")
+    task = load_task(cfg.task, seed=cfg.seed)
+    tok = load_run_tokenizer(run) or load_tokenizer(cfg.model)
+    probe = probe_inputs(task, tok, examples, seed=seed, max_length=cfg.task.max_length, split="train")
+    fields = {"input_ids": probe.input_ids, "attention_mask": probe.attention_mask, "labels": probe.labels}
+    if probe.token_type_ids is not None:
+        fields["token_type_ids"] = probe.token_type_ids
+    batches = [{k: v[i : i + batch_size] for k, v in fields.items()} for i in range(0, len(probe), batch_size)]
+    table = gradient_shares(student, teacher, batches, cfg.distill, regression=task.spec.is_regression)
+    run.write_unit_table(unit, GRADIENTS, table)
+    return table

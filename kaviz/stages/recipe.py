@@ -11,9 +11,7 @@ from typing import TYPE_CHECKING
 import torch
 from torch import nn
 
-from kaviz.core.config import DistillConfig
-from kaviz.core.structure import dims
-from kaviz.train.distill import DistillLoss
+from kaviz.train.distill import DistillLoss, distill_objective  # noqa: F401  (distill_objective: re-exported)
 from kaviz.train.loop import TrainResult, num_steps, train_loop
 from kaviz.train.pruning import CubicPruner, MaskSet
 
@@ -70,36 +68,6 @@ def train_pruning(
     )
     pruner.finish()
     return res, pruner
-
-
-def distill_objective(
-    student: nn.Module, teacher: nn.Module, cfg: DistillConfig, device: torch.device, regression: bool = False
-) -> tuple[DistillLoss, Callable]:
-    """The distillation criterion (train its projection with the student) and a ``loss_fn`` that
-    runs the teacher once per batch under ``no_grad`` and the student with every layer's output."""
-    ds, dt = dims(student), dims(teacher)
-    crit = DistillLoss(
-        ds["num_layers"],
-        dt["num_layers"],
-        ds["hidden"],
-        dt["hidden"],
-        cfg.temperature,
-        cfg.alpha_att,
-        cfg.alpha_hid,
-        cfg.alpha_pred,
-        regression=regression,
-    ).to(device)
-    teacher.to(device).eval()
-
-    def loss_fn(model: nn.Module, batch: dict) -> dict[str, torch.Tensor]:
-        labels = batch.pop("labels")
-        with torch.no_grad():
-            t_out = teacher(**batch, output_hidden_states=True, output_attentions=True)
-        s_out = model(**batch, output_hidden_states=True, output_attentions=True)
-        batch["labels"] = labels
-        return crit(s_out, t_out, labels)
-
-    return crit, loss_fn
 
 
 def distill_fn(ctx: Context, student: nn.Module, teacher: nn.Module) -> tuple[DistillLoss, Callable]:

@@ -14,9 +14,14 @@ L = a_att * L_att + a_hid * L_hid + a_pred * L_pred  (paper: 1:1:1)
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from kaviz.core.config import DistillConfig
+from kaviz.core.structure import dims
 
 MASKED_SCORE = -100.0
 
@@ -104,3 +109,33 @@ class DistillLoss(nn.Module):
         pred = prediction_loss(student_out.logits, teacher_out.logits, self.temperature, labels, self.regression)
         total = self.alpha_att * att + self.alpha_hid * hid + self.alpha_pred * pred
         return {"loss": total, "att": att.detach(), "hid": hid.detach(), "pred": pred.detach()}
+
+
+def distill_objective(
+    student: nn.Module, teacher: nn.Module, cfg: DistillConfig, device: torch.device, regression: bool = False
+) -> tuple[DistillLoss, Callable]:
+    """The distillation criterion (train its projection with the student) and a ``loss_fn`` that
+    runs the teacher once per batch under ``no_grad`` and the student with every layer's output."""
+    ds, dt = dims(student), dims(teacher)
+    crit = DistillLoss(
+        ds["num_layers"],
+        dt["num_layers"],
+        ds["hidden"],
+        dt["hidden"],
+        cfg.temperature,
+        cfg.alpha_att,
+        cfg.alpha_hid,
+        cfg.alpha_pred,
+        regression=regression,
+    ).to(device)
+    teacher.to(device).eval()
+
+    def loss_fn(model: nn.Module, batch: dict) -> dict[str, torch.Tensor]:
+        labels = batch.pop("labels")
+        with torch.no_grad():
+            t_out = teacher(**batch, output_hidden_states=True, output_attentions=True)
+        s_out = model(**batch, output_hidden_states=True, output_attentions=True)
+        batch["labels"] = labels
+        return crit(s_out, t_out, labels)
+
+    return crit, loss_fn
