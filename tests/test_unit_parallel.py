@@ -26,7 +26,7 @@ def _config(tmp_path):
             "methods": ["oneshot-magnitude", "gradual-magnitude", "knowledge-aware", "small-dense"],
             "sparsities": [0.5, 0.9],
             "extra_units": [{"methods": ["gradual-magnitude"], "budgets": [0.25]}],
-            "save_checkpoints": False,
+            "save_checkpoints": True,  # each rank saves its own units (transformers saves on rank 0 only)
             "analysis": {"enabled": False},
         }
     )
@@ -68,3 +68,26 @@ def test_units_equal_a_one_process_run(runs):
     diff = (a[keys] - b[keys]).abs()
     assert diff.max() <= 1e-6, diff.sort_values().tail()
     assert two.units().set_index("unit").budget.equals(one.units().set_index("unit").budget)
+
+
+def test_every_rank_saves_the_weights_of_its_units(runs):
+    """Each unit's checkpoint, written by whichever rank ran it, loads and equals the one-process
+    run's weights (rank 1's too: transformers 5's save_pretrained writes on rank 0 only)."""
+    from safetensors.torch import load_file
+
+    two, one = runs
+    workers = {u: e.get("worker") for u, e in two.manifest["units"].items()}
+    assert "rank 1 of 2" in workers.values()
+    for unit in workers:
+        if unit == "pretrained":  # loaded from its source, never saved
+            continue
+        a, b = two.checkpoint_dir(unit), one.checkpoint_dir(unit)
+        assert a is not None and (a / "config.json").is_file(), unit
+        wa, wb = load_file(str(a / "model.safetensors")), load_file(str(b / "model.safetensors"))
+        assert wa.keys() == wb.keys(), unit
+        for k in wa:
+            assert (wa[k] - wb[k]).abs().max() <= 1e-5, (unit, k)
+    from kaviz.analysis.unit_view import load_unit_model
+
+    rank1 = next(u for u, w in workers.items() if w == "rank 1 of 2")
+    assert load_unit_model(two, rank1) is not None
