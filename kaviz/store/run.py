@@ -72,22 +72,6 @@ class RunExistsError(StoreError):
 # ----- one run ------------------------------------------------------------------------------------
 
 
-def _save_pretrained(model: Any, folder: Path) -> None:
-    """``model.save_pretrained(folder)``, also on a torch.distributed rank other than 0: transformers
-    5 writes nothing there (it expects rank 0 to save a model all ranks share), but a unit-parallel
-    rank trains units of its own. There the config and ``model.safetensors`` (shared tensors kept
-    once, as save_pretrained does) are written directly, in the layout ``from_pretrained`` reads."""
-    import torch.distributed as dist
-
-    if not (dist.is_available() and dist.is_initialized() and dist.get_rank() != 0):
-        model.save_pretrained(folder)
-        return
-    from safetensors.torch import save_model
-
-    model.config.save_pretrained(folder)
-    save_model(model, str(folder / "model.safetensors"), metadata={"format": "pt"})
-
-
 class Run:
     """One run folder.  Get it from :meth:`RunStore.create_run` or :meth:`RunStore.open_run`."""
 
@@ -215,11 +199,13 @@ class Run:
         self._update(lambda m: mf.mark_failed(self._unit(m, unit), error))
 
     # ----- checkpoints and tokenizer --------------------------------------------------------------
-    def save_checkpoint(self, unit: str, model: Any) -> Path:
-        """``model.save_pretrained`` into ``units/<unit>/checkpoint``, replacing an older one atomically."""
+    def save_checkpoint(self, unit: str, model: Any, write: Callable[[Path], Any] | None = None) -> Path:
+        """``write(folder)`` (by default ``model.save_pretrained(folder)``) into
+        ``units/<unit>/checkpoint``, replacing an older one atomically. The pipeline passes
+        :func:`kaviz.train.models.save_pretrained`, which also saves on a unit-parallel rank."""
         self._unit(self.manifest, unit)
         dest = self._unit_dir(unit) / CHECKPOINT
-        return atomic.replace_dir(self.store._inside(dest), lambda tmp: _save_pretrained(model, Path(tmp)))
+        return atomic.replace_dir(self.store._inside(dest), write or (lambda tmp: model.save_pretrained(tmp)))
 
     def checkpoint_dir(self, unit: str) -> Path | None:
         path = self.store._inside(self._unit_dir(unit) / CHECKPOINT)
