@@ -197,6 +197,13 @@ def test_failed_save_keeps_old_checkpoint(run):
     assert [p.name for p in ckpt.parent.iterdir()] == ["checkpoint"]
 
 
+def test_an_empty_checkpoint_folder_is_no_checkpoint(run):
+    """What an older kaviz's unit-parallel rank 1 left (save_pretrained wrote nothing there): the unit
+    has no weights, so the analysis skips it instead of failing on a folder without config.json."""
+    (run.path / "units" / "finetuned" / "checkpoint").mkdir(parents=True)
+    assert run.checkpoint_dir("finetuned") is None and not run.has_weights("finetuned")
+
+
 # ----- resume -------------------------------------------------------------------------------------
 
 

@@ -208,8 +208,10 @@ class Run:
         return atomic.replace_dir(self.store._inside(dest), write or (lambda tmp: model.save_pretrained(tmp)))
 
     def checkpoint_dir(self, unit: str) -> Path | None:
+        """``units/<unit>/checkpoint``, or None when the unit has none (an empty folder, as an older
+        kaviz's unit-parallel ranks other than 0 left, is none)."""
         path = self.store._inside(self._unit_dir(unit) / CHECKPOINT)
-        return path if path.is_dir() else None
+        return path if path.is_dir() and any(path.iterdir()) else None
 
     def compact_dir(self, unit: str) -> Path | None:
         """``units/<unit>/compact``: the unit's weights as a difference from its base model, when stored."""
