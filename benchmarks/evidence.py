@@ -207,10 +207,10 @@ def goal_check(s: pd.DataFrame, metric: str, sparsity: float, budget: float, run
 
 def diagnosis_section(diags: list[pd.DataFrame]) -> str:
     """The causes side by side: teacher headroom, capacity, budget and loss balance of every
-    three-method row at the main budget, and the paper's MRPC checkpoints beside them."""
+    three-method row (every budget), and the paper's MRPC checkpoints beside them."""
     d = pd.concat(diags, ignore_index=True) if diags else pd.DataFrame(columns=diagnosis.COLUMNS)
     rows = []
-    for _, r in d.sort_values(["task", "metric", "sparsity", "method"]).iterrows():
+    for _, r in d.sort_values(["task", "metric", "sparsity", "examples_seen", "method"]).iterrows():
         shares, pulls = (
             "/".join("–" if math.isnan(r[f"{c}_{t}"]) else f"{100 * r[f'{c}_{t}']:.0f}" for t in diagnosis.LOSS_TERMS)
             for c in ("share", "grad")
@@ -285,8 +285,7 @@ def report(runs_dir: Path, n_boot: int) -> None:
         teach = ", ".join(f"{m} {ci(fin[fin.metric == m].iloc[0])}" for m in metrics if len(fin[fin.metric == m]))
         md.append(f"Teacher: {teach}. Constant answer: {consts}.\n")
         main_budget = float(cfg["pruning"]["epochs"])
-        at_main = s[s.method.isin(THREE) & ((s.budget == main_budget) | (s.stage != "pruned"))]
-        diags += [diagnosis.diagnosis(run, at_main, m) for m in metrics]
+        diags += [diagnosis.diagnosis(run, s[s.method.isin(THREE)], m) for m in metrics]  # every budget
         md.append(f"Students at the main budget ({main_budget:g} epochs; one-shot magnitude does not train):\n")
         md.append(grid_section(s, metrics, main_budget) + "\n")
         if task == "sst2":
