@@ -29,7 +29,7 @@ from kaviz.store import Run, RunStore, StoreError, unit_id
 from kaviz.train import parallel
 from kaviz.train.families import tiny_family, tiny_family_config
 from kaviz.train.loop import resolve_precision
-from kaviz.train.models import resolve_source, save_pretrained, tiny_bert_config
+from kaviz.train.models import resolve_source, tiny_bert_config
 from kaviz.train.pruning import sparsity_summary, sparsity_table
 
 
@@ -269,7 +269,7 @@ class Pipeline:
                     tables["epochs"] = pd.DataFrame(out.result.epochs)
             keep = self.cfg.save_checkpoints or u["stage"] == "finetuned"
             if keep and not out.info.get("source"):
-                run.save_checkpoint(name, out.model, write=lambda tmp: save_pretrained(out.model, tmp))
+                run.save_checkpoint(name, out.model, write=lambda tmp: parallel.save_pretrained(out.model, tmp))
             rows = [{"metric": k, "value": float(v)} for k, v in metrics.items()]
             if out.result is not None:  # where it was trained, for provenance
                 procs = 1 if ctx.accelerator is None else ctx.accelerator.num_processes

@@ -202,7 +202,7 @@ class Run:
     def save_checkpoint(self, unit: str, model: Any, write: Callable[[Path], Any] | None = None) -> Path:
         """``write(folder)`` (by default ``model.save_pretrained(folder)``) into
         ``units/<unit>/checkpoint``, replacing an older one atomically. The pipeline passes
-        :func:`kaviz.train.models.save_pretrained`, which also saves on a unit-parallel rank."""
+        :func:`kaviz.train.parallel.save_pretrained`, which also saves on a unit-parallel rank."""
         self._unit(self.manifest, unit)
         dest = self._unit_dir(unit) / CHECKPOINT
         return atomic.replace_dir(self.store._inside(dest), write or (lambda tmp: model.save_pretrained(tmp)))

@@ -390,19 +390,3 @@ def pick_device(name: str = "auto") -> torch.device:
             return torch.device("mps")
         return torch.device("cpu")
     return torch.device(name)
-
-
-def save_pretrained(model: nn.Module, folder: str | Path) -> None:
-    """``model.save_pretrained(folder)``, also on a torch.distributed rank other than 0: transformers
-    5 writes nothing there (it expects rank 0 to save a model all ranks share), but a unit-parallel
-    rank trains units of its own. There the config and ``model.safetensors`` (shared tensors kept
-    once, as save_pretrained does) are written directly, in the layout ``from_pretrained`` reads."""
-    import torch.distributed as dist
-
-    if not (dist.is_available() and dist.is_initialized() and dist.get_rank() != 0):
-        model.save_pretrained(folder)
-        return
-    from safetensors.torch import save_model
-
-    model.config.save_pretrained(folder)
-    save_model(model, str(Path(folder) / "model.safetensors"), metadata={"format": "pt"})

@@ -292,17 +292,16 @@ def _prune_sequential(
     pattern: str | None,
     progress: Progress | None,
     stats: dict[str, torch.Tensor] | None,
-    replay: bool = True,
 ) -> MaskSet:
     """Layer after layer: the statistics of layer ``l``'s linears with layers ``< l`` pruned, then
-    prune them. With ``replay`` (and a model whose layers replay faithfully, see
+    prune them. On a model whose layers replay faithfully (see
     :class:`~kaviz.train.layer_replay.LayerReplay`) each layer runs once on the outputs of the
     pruned layer below, as the official code does; else one forward up to layer ``l`` per layer."""
     batches = _on(_batches(batches), model)
     groups = _linears_by_layer(model)
     with eval_mode(model):
-        rec = LayerReplay(model, batches) if replay else None
-        if rec is not None and not rec.faithful():
+        rec: LayerReplay | None = LayerReplay(model, batches)
+        if not rec.faithful():
             rec = None
             if progress is not None:
                 progress(f"{label}: this model's layers do not replay on their own; one forward per layer instead")

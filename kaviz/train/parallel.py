@@ -9,7 +9,8 @@ process, so they agree without being sent.
 
 Only the main process writes the run store; every process evaluates its copy and appends what
 it ended with (metrics and a digest of the masks) to ``ranks/rank<N>.jsonl`` in the run, which
-is how tests check that the processes agree.
+is how tests check that the processes agree. Unit-parallel ranks (:mod:`kaviz.stages.unit_parallel`)
+each write their own units; :func:`save_pretrained` saves a checkpoint on any rank.
 """
 
 from __future__ import annotations
@@ -121,3 +122,19 @@ class FollowerRun:
         if name in self.WRITES:
             return lambda *args, **kwargs: None
         return getattr(self._run, name)
+
+
+def save_pretrained(model: nn.Module, folder: str | Path) -> None:
+    """``model.save_pretrained(folder)``, also on a torch.distributed rank other than 0: transformers
+    5 writes nothing there (it expects rank 0 to save a model all ranks share), but a unit-parallel
+    rank trains units of its own. There the config and ``model.safetensors`` (shared tensors kept
+    once, as save_pretrained does) are written directly, in the layout ``from_pretrained`` reads."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized() and dist.get_rank() != 0):
+        model.save_pretrained(folder)
+        return
+    from safetensors.torch import save_model
+
+    model.config.save_pretrained(folder)
+    save_model(model, str(Path(folder) / "model.safetensors"), metadata={"format": "pt"})
