@@ -105,6 +105,8 @@ def test_the_evidence_report_states_the_causes_beside_the_paper(tmp_path, monkey
     assert sst2.loc["knowledge-aware", "share_att"] > 0.5 and math.isnan(sst2.loc["gradual-magnitude", "share_att"])
     md = (tmp_path / "evidence.md").read_text()
     assert "## What decides how much a student keeps" in md and "mrpc (paper, BERT-base)" in md
+    sep = md.split("### Separation from the constant answer")[1].split("##")[0]  # MRPC: paired vs the constant
+    assert "| knowledge-aware | 80% | +3.7 [" in sep and "- knowledge-aware: accuracy above at" in sep
 
 
 def test_gradient_shares_equal_each_terms_own_gradient_on_the_kept_weights(tiny_bert, batch):

@@ -124,6 +124,33 @@ def test_summary_of_a_run(tmp_path):
     assert list(res.columns[:7]) == evidence.RESULT_COLUMNS and len(res) == 4
 
 
+def test_separation_from_the_constant_answer_is_paired(tmp_path):
+    """MRPC-like dev set (408 examples, 68% positive): a student that answers "positive" except on 15
+    negatives it gets right. Its own interval includes the constant answer's 68.4, but scored on the
+    same example draws it is above it on every draw that has one of those 15: the paired interval is
+    the textbook mean +- 1.96 sd / sqrt(n) of the per-example differences and excludes 0."""
+    n, pos = 408, 279
+    y = np.array([1] * pos + [0] * (n - pos))
+    student = np.ones(n, dtype=y.dtype)
+    student[pos : pos + 15] = 0  # right on 15 negatives
+    rows = [
+        ("finetuned", "finetuned", "finetuned", 0.0, 42, None, 1.0, (y, y)),
+        ("pruned_ka_s0.8_seed42", "pruned", "ka", 0.8, 42, None, float((student == y).mean()), (student, y)),
+        ("pruned_gm_s0.8_seed42", "pruned", "gm", 0.8, 42, None, pos / n, (np.ones(n, dtype=y.dtype), y)),
+    ]
+    s = evidence.summary(_run_with_units(tmp_path, rows), ("accuracy",), n_boot=4000)
+    ka = s[s.method == "ka"].iloc[0]
+    assert ka.constant == pytest.approx(pos / n)
+    assert ka.low < ka.constant  # the unpaired interval includes the constant answer...
+    d = (student == y).astype(float) - (y == 1).astype(float)  # per-example: student right - constant right
+    assert ka.above == pytest.approx(d.mean())
+    assert (ka.above_high - ka.above_low) / 2 == pytest.approx(1.96 * d.std() / math.sqrt(n), rel=0.15)
+    assert ka.above_low > 0  # ...but paired it is above it
+    gm = s[s.method == "gm"].iloc[0]  # the constant answer itself: exactly 0, never separated
+    assert (gm.above, gm.above_low, gm.above_high) == (0.0, 0.0, 0.0)
+    assert list(evidence.separated(s, "accuracy").method) == ["finetuned", "ka"]
+
+
 def test_difference_between_two_methods_of_a_run(tmp_path):
     y = np.array([0, 1] * 50)
     wrong = lambda k: np.where(np.arange(100) < k, 1 - y, y)  # noqa: E731

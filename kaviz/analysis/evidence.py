@@ -219,7 +219,14 @@ def summary(
 ) -> pd.DataFrame:
     """One row per (stage, method, sparsity, budget) and metric: seeds (how many), mean over seeds,
     low/high (bootstrap over dev examples and seeds), the teacher's value and the constant answer
-    on the same dev set, and the mean as a fraction of the teacher's.
+    on the same dev set, the mean as a fraction of the teacher's, and ``above`` / ``above_low`` /
+    ``above_high``: the :func:`paired_difference` of the group against the best constant predictor,
+    both scored on the same resampled dev examples (classification metrics; NaN otherwise).
+
+    The pairing matters on a small, unbalanced dev set: the constant answer's own score moves with
+    the drawn label mix, and so does that of a student that mostly gives the majority class. On
+    MRPC's 408 pairs a student at 72.1 [67.6, 76.2] accuracy, whose interval includes the constant
+    68.4, is +3.7 [+1.2, +6.4] above it paired.
 
     Needs the units' ``predictions`` tables (runs made before they were stored give NaN intervals).
     """
@@ -243,7 +250,12 @@ def summary(
                 mean, lo, hi = bootstrap(have, labels, metric, n_boot=n_boot, level=level, seed=seed)
             else:
                 mean, lo, hi = float(gm.value.mean()), math.nan, math.nan
-            const = constant_answer(metric, labels)[0] if labels is not None and metric in CLASS_METRICS else math.nan
+            const, above = math.nan, (math.nan, math.nan, math.nan)
+            if labels is not None and metric in CLASS_METRICS:
+                const, cls = constant_answer(metric, labels)
+                if len(have) == len(units):
+                    fixed = [np.full(len(labels), cls, dtype=np.asarray(labels).dtype)]
+                    above = paired_difference(have, fixed, labels, metric, n_boot=n_boot, level=level, seed=seed)
             t = float(teacher.get(metric, math.nan))
             out.append(
                 {
@@ -260,6 +272,9 @@ def summary(
                     "teacher": t,
                     "constant": const,
                     "of_teacher": mean / t if t else math.nan,
+                    "above": above[0],
+                    "above_low": above[1],
+                    "above_high": above[2],
                     "examples_seen": float(g.examples_seen.mean()),
                     "train_seconds": float(g.train_seconds.mean()),
                 }
@@ -305,6 +320,7 @@ def overtakes(table: pd.DataFrame, method: str, baseline: str, sparsity: float, 
 
 
 def separated(table: pd.DataFrame, metric: str) -> pd.DataFrame:
-    """Rows of a :func:`summary` table whose interval lies wholly above the constant answer."""
+    """Rows of a :func:`summary` table that beat the constant answer: their paired difference against
+    the constant predictor (``above_low``) excludes 0."""
     t = table[table.metric == metric]
-    return t[t.low > t.constant]
+    return t[t.above_low > 0]
