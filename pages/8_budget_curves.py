@@ -4,7 +4,16 @@ import numpy as np
 import streamlit as st
 
 from kaviz.views import plots_budget, ui_data
-from pages._common import figure, pick, read, reference_levels, require_run, run_knowledge, run_metrics_all
+from pages._common import (
+    budget_intervals,
+    figure,
+    pick,
+    read,
+    reference_levels,
+    require_run,
+    run_knowledge,
+    run_metrics_all,
+)
 
 st.title("Budget curves")
 key = require_run()
@@ -18,7 +27,7 @@ if not plots_budget.has_budget_axis(metrics):
     st.stop()
 
 options = ui_data.task_metrics(metrics)
-c = st.columns([2, 3, 1], vertical_alignment="bottom")
+c = st.columns([2, 3, 2, 1], vertical_alignment="bottom")
 metric = pick("Metric", options, "budget_metric", container=c[0])
 x = c[1].radio(
     "Budget axis",
@@ -28,15 +37,30 @@ x = c[1].radio(
     key="budget_x",
     help="examples seen = optimizer steps x batch size; wall seconds of training on the device the run used",
 )
-log_x = c[2].toggle("log x", value=True, key="budget_logx")
+band = c[2].radio(
+    "Band",
+    ["95% CI", "seed range"],
+    horizontal=True,
+    key="budget_band",
+    help="95% CI: percentile bootstrap over dev examples and seeds (from the units' stored predictions; "
+    "also for one seed); seed range: lowest to highest score over seeds",
+)
+log_x = c[3].toggle("log x", value=True, key="budget_logx")
 
 table = plots_budget.budget_curve_table(metrics, metric)
+intervals = read(budget_intervals, *key, metric) if band == "95% CI" else None
+if band == "95% CI" and intervals is None:
+    st.info("No stored dev predictions in this run (or a metric without them): showing the seed range.")
+if intervals is not None:
+    table = plots_budget.with_intervals(table, intervals)
+else:
+    band = "seed range"
 refs = read(reference_levels, *key, metric)
-fig = plots_budget.budget_curves(table, x=x, metric=metric, refs=refs, log_x=log_x)
+fig = plots_budget.budget_curves(table, x=x, metric=metric, refs=refs, log_x=log_x, band=band)
 figure(fig, table, f"{key[1]}_{metric}_vs_budget", "budget")
 st.caption(
-    "Mean over seeds; the band spans the seeds' lowest to highest score. Dashed: the fine-tuned teacher; "
-    "dotted: the best constant answer on the same dev set (a score there means the student has learnt nothing)."
+    f"Mean over seeds; the band: {band}. Dashed: the fine-tuned teacher; dotted: the best constant answer "
+    "on the same dev set (a score there means the student has learnt nothing)."
 )
 
 st.subheader("Per-layer similarity to the teacher")

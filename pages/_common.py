@@ -135,6 +135,22 @@ def score_intervals(folder: str, run_id: str, updated: str, metric: str) -> pd.D
     return ui_data.at_main_budget(table, run.config).drop(columns=["metric"])
 
 
+@st.cache_data(show_spinner="Bootstrapping intervals…", max_entries=32)
+def budget_intervals(folder: str, run_id: str, updated: str, metric: str) -> pd.DataFrame | None:
+    """95% bootstrap intervals (dev examples and seeds, 1000 resamples) of ``metric`` per (method,
+    sparsity, budget) of the budget units: method, sparsity, budget, low, high; None without predictions."""
+    run = RunStore(folder).open_run(run_id)
+    metrics = run_metrics(folder, run_id, updated)
+    name = evidence.score_metric(metrics) if metric == "score" else metric
+    if name is None or run.unit_table("predictions").empty:
+        return None
+    table = evidence.summary(run, (name,), n_boot=1000)
+    if table.empty:
+        return None
+    table = schema.shown_scores(table, columns=("mean", "low", "high"))
+    return table[(table.stage == "pruned") & table.budget.notna()][["method", "sparsity", "budget", "low", "high"]]
+
+
 @st.cache_data(show_spinner=False, max_entries=64)
 def reference_levels(folder: str, run_id: str, updated: str, metric: str) -> dict[str, float]:
     """The teacher's, the pre-trained model's and the best constant answer's ``metric`` on the run's

@@ -148,3 +148,36 @@ def test_accuracy_page_draws_bootstrap_intervals(app, runs_dir):
     s = s[(s.method == "knowledge-aware") & (s.budget == 2.0)].sort_values("sparsity")
     assert list(band.y) == pytest.approx([100 * v for v in (*s.high, *s.low[::-1])])  # shown ×100
     assert (s.high > s.low).all()
+
+
+def test_budget_page_draws_bootstrap_intervals_by_default(app, runs_dir):
+    """Most budget points have one seed: the default band is the 95% bootstrap interval of
+    evidence.summary over the stored predictions at each budget; "seed range" draws none for one seed."""
+    from kaviz.analysis import evidence
+
+    app.switch_page(BUDGET).run()
+    assert not app.exception
+    assert app.radio(key="budget_band").value == "95% CI"
+    score, _ = figures(app)
+    band = [t for t in score.data if t.name == "knowledge-aware 95% CI"][0]  # first panel: 90%
+    s = evidence.summary(RunStore(runs_dir).open_run("showcase"), ("accuracy",), n_boot=1000)
+    s = s[(s.method == "knowledge-aware") & (s.sparsity == 0.9) & s.budget.notna()].sort_values("budget")
+    assert list(band.y) == pytest.approx([100 * v for v in (*s.high, *s.low[::-1])])  # shown ×100
+    assert (s.high > s.low).all() and len(s) == 4
+    app.radio(key="budget_band").set_value("seed range").run()
+    assert not app.exception
+    score, _ = figures(app)
+    assert not [t for t in score.data if t.name.endswith(("95% CI", "seed range"))]  # one seed: no range
+
+
+def test_with_intervals_keeps_points_without_one_flat():
+    from kaviz.views import plots_budget
+
+    table = pd.DataFrame(
+        {"method": ["a", "a"], "sparsity": [0.9, 0.9], "budget": [0.5, 1.0], "seeds": [1, 1], "mean": [70.0, 80.0],
+         "lo": [70.0, 80.0], "hi": [70.0, 80.0], "examples_seen": [1.0, 2.0], "train_seconds": [1.0, 2.0]}
+    )  # fmt: skip
+    iv = pd.DataFrame({"method": ["a"], "sparsity": [0.9], "budget": [1.0 + 1e-12], "low": [75.0], "high": [84.0]})
+    out = plots_budget.with_intervals(table, iv)
+    assert list(out.columns) == list(table.columns)
+    assert list(out.lo) == [70.0, 75.0] and list(out.hi) == [70.0, 84.0]

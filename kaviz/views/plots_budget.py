@@ -53,6 +53,23 @@ def budget_curve_table(metrics: pd.DataFrame, metric: str = "score") -> pd.DataF
     return out[CURVE_COLUMNS].sort_values(["sparsity", "method", "budget"]).reset_index(drop=True)
 
 
+def with_intervals(table: pd.DataFrame, intervals: pd.DataFrame) -> pd.DataFrame:
+    """``table`` (:func:`budget_curve_table`) with ``lo``/``hi`` replaced by confidence intervals:
+    ``intervals`` has method, sparsity, budget, low, high (e.g. pruned rows of one metric of
+    :func:`kaviz.analysis.evidence.summary`, on the table's scale). Points without one keep lo = hi =
+    the mean, so no band is drawn there."""
+    keys = ["method", "sparsity", "budget"]
+    iv = intervals[intervals["budget"].notna()][[*keys, "low", "high"]].copy()
+    for k in ("sparsity", "budget"):
+        iv[k] = iv[k].astype(float).round(9)
+    out = table.assign(_s=table["sparsity"].astype(float).round(9), _b=table["budget"].astype(float).round(9))
+    iv = iv.rename(columns={"sparsity": "_s", "budget": "_b"}).drop_duplicates(["method", "_s", "_b"])
+    out = out.merge(iv, on=["method", "_s", "_b"], how="left")
+    out["lo"] = out["low"].fillna(out["mean"])
+    out["hi"] = out["high"].fillna(out["mean"])
+    return out[list(table.columns)]
+
+
 def _method_line(x: list, y: list, method: str, color: str, first: bool, size: int, custom, hover: str) -> go.Scatter:
     """One method's line in one panel (its legend entry only in the first panel)."""
     return go.Scatter(
@@ -89,9 +106,12 @@ def budget_curves(
     metric: str = "score",
     refs: dict[str, float] | None = None,
     log_x: bool = True,
+    band: str = "spread",
 ) -> go.Figure:
-    """``metric`` against budget, one panel per sparsity, one line per method with its seed range
-    shaded; ``refs`` (label -> value: the teacher, the constant answer) as horizontal lines."""
+    """``metric`` against budget, one panel per sparsity, one line per method with ``lo``..``hi``
+    shaded where it is wider than a point (the seed range of :func:`budget_curve_table`, or the
+    intervals of :func:`with_intervals`: ``band`` names it); ``refs`` (label -> value: the teacher,
+    the constant answer) as horizontal lines."""
     if x not in X_TITLES:
         raise ValueError(f"x {x!r} is not one of {', '.join(X_TITLES)}")
     sparsities = sorted(table["sparsity"].unique())
@@ -106,8 +126,8 @@ def budget_curves(
             if d.empty:
                 continue
             color = method_color(method, methods)
-            if (d["seeds"] > 1).any():
-                fig.add_trace(seed_band(d[x], d["lo"], d["hi"], color, f"{method} spread", method), row=1, col=c)
+            if (d["hi"] > d["lo"]).any():
+                fig.add_trace(seed_band(d[x], d["lo"], d["hi"], color, f"{method} {band}", method), row=1, col=c)
             hover = (
                 f"<b>{method}</b>, {100 * sp:g}%<br>budget %{{customdata[0]:g}} epochs, "
                 "%{customdata[1]:,.0f} examples, %{customdata[2]:.0f} s"
