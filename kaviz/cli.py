@@ -7,7 +7,7 @@ import os
 import sys
 from pathlib import Path
 
-from kaviz.core.config import PACKAGED_MODEL, ConfigError, RunConfig
+from kaviz.core.config import GRID_KEYS, PACKAGED_MODEL, ConfigError, RunConfig
 from kaviz.core.errors import KavizError
 from kaviz.core.presets import demo_config
 
@@ -45,14 +45,21 @@ def _print_summary(run) -> None:
 
 
 def _execute(
-    cfg: RunConfig, out: str, resume: bool, quiet: bool, analyze: bool = True, unit_parallel: bool = False
+    cfg: RunConfig,
+    out: str,
+    resume: bool,
+    quiet: bool,
+    analyze: bool = True,
+    unit_parallel: bool = False,
+    extend: bool = False,
 ) -> int:
     from kaviz.stages.pipeline import Pipeline
     from kaviz.stages.unit_parallel import UnitParallelPipeline
     from kaviz.store import RunStore
 
     kind = UnitParallelPipeline if unit_parallel else Pipeline
-    pipe = kind(cfg, RunStore(out), resume=resume, progress=not quiet, echo=None if quiet else _stderr)
+    echo = None if quiet else _stderr
+    pipe = kind(cfg, RunStore(out), resume=resume, progress=not quiet, echo=echo, extend=extend)
     run = pipe.run()
     if pipe.rank != 0:  # several processes: the main one reports and analyses
         return 0
@@ -82,7 +89,9 @@ def cmd_run(a: argparse.Namespace) -> int:
         cfg = RunConfig.from_dict(_set_overrides(cfg.to_dict(), a.set))
     if a.name:
         cfg = RunConfig.from_dict({**cfg.to_dict(), "name": a.name})
-    return _execute(cfg, a.out, a.resume, a.quiet, analyze=not a.no_analyze, unit_parallel=a.unit_parallel)
+    return _execute(
+        cfg, a.out, a.resume, a.quiet, analyze=not a.no_analyze, unit_parallel=a.unit_parallel, extend=a.extend
+    )
 
 
 def cmd_demo(a: argparse.Namespace) -> int:
@@ -225,6 +234,14 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="under torchrun --nproc_per_node N: train the teacher once, then give each process whole "
         "student units (instead of splitting every batch, the data-parallel default)",
+    )
+    r.add_argument(
+        "--extend",
+        action="store_true",
+        help="continue a stored run with a larger grid (more methods, sparsities, seeds, budgets: "
+        + ", ".join(GRID_KEYS)
+        + "); only the new units train, the teacher and finished units are kept. Every other field must "
+        "equal the stored one",
     )
     common(r)
     r.set_defaults(fn=cmd_run)

@@ -111,6 +111,40 @@ def test_resume_a_run_made_before_new_config_fields(tmp_path):
         Pipeline(changed, store, resume=True, progress=False).run()
 
 
+def test_extend_trains_only_the_new_units(tmp_path, capsys):
+    """`kaviz run CFG --extend` on a stored run with one more sparsity and a budget block: the teacher
+    and the finished student are kept as they are (one attempt, same score), only the new units
+    train; a changed training field is refused with its key named."""
+    import yaml
+
+    from kaviz import cli
+
+    cfg = tiny_config(name="grow", methods=["gradual-magnitude"], sparsities=[0.5])
+    path = tmp_path / "cfg.yaml"
+    path.write_text(yaml.safe_dump(cfg.to_dict()))
+    out = str(tmp_path / "runs")
+    assert cli.main(["run", str(path), "--out", out, "--quiet", "--no-analyze"]) == 0
+    before = RunStore(out).open_run("grow").metrics()
+    bigger = {**cfg.to_dict(), "sparsities": [0.5, 0.9], "extra_units": [{"sparsities": [0.5], "budgets": [0.5]}]}
+    path.write_text(yaml.safe_dump(bigger))
+    assert cli.main(["run", str(path), "--out", out, "--quiet", "--no-analyze", "--extend"]) == 0
+    run = RunStore(out).open_run("grow")
+    units = run.units().set_index("unit")
+    assert run.status == "complete" and (units.status == "done").all() and (units.attempts == 1).all()
+    assert set(units.index) == {
+        "pretrained", "finetuned", "pruned_gradual-magnitude_s0.5_seed42",
+        "pruned_gradual-magnitude_s0.9_seed42", "pruned_gradual-magnitude_s0.5_seed42_ep0.5",
+    }  # fmt: skip
+    kept = run.metrics().merge(before, on=["unit", "metric"], suffixes=("", "_before"))
+    assert len(kept) == len(before) and (kept.value == kept.value_before).all()
+    assert run.config["sparsities"] == [0.5, 0.9]
+    assert run.log_path.read_text().count("start finetuned") == 1
+    path.write_text(yaml.safe_dump({**bigger, "training": {**bigger["training"], "learning_rate": 0.1}}))
+    capsys.readouterr()
+    assert cli.main(["run", str(path), "--out", out, "--quiet", "--extend"]) != 0
+    assert "training.learning_rate" in capsys.readouterr().err
+
+
 def test_existing_run_without_resume_is_refused(tiny_run):
     from kaviz.store import RunExistsError
 

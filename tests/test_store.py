@@ -234,6 +234,31 @@ def test_resume_keeps_done_resets_running_adds_new(store, run):
     assert len(again.metrics()) == 1
 
 
+def test_extend_adds_units_of_a_larger_grid_and_keeps_the_rest(store, run):
+    """Extending: the grid keys may change (the run takes the new config and its new units, done units
+    stay done); any other key must not, and a grid that leaves out a stored unit is refused."""
+    _done(run, "pretrained")
+    _done(run, "finetuned")
+    grid = ("sparsities", "extra_seeds")
+    bigger = _config(extra_seeds=[43])
+    units = _units(seeds=(42, 43))
+    with pytest.raises(StoreError, match=r"differing keys: extra_seeds"):  # plain resume: refused
+        store.create_run(bigger, units=units, resume=True)
+    again = store.create_run(bigger, units=units, resume=True, extend=grid)
+    st = again.units().set_index("unit")["status"]
+    assert st["pretrained"] == st["finetuned"] == "done" and (again.units().attempts[:2] == 1).all()
+    assert st[unit_id("pruned", "knowledge-aware", 0.9, 43)] == "pending" and len(st) == len(units)
+    assert again.manifest["config"] == bigger
+    assert "grid extended: extra_seeds (stored [], given [43])" in again.log_path.read_text()
+    other = _config(extra_seeds=[43], seed=7)
+    with pytest.raises(StoreError, match=r"only extra_seeds, sparsities may change .*: seed \(stored 42, given 7\)"):
+        store.create_run(other, units=units, resume=True, extend=grid)
+    smaller = {**bigger, "sparsities": [0.5]}
+    with pytest.raises(StoreError, match=r"only adds units, but the new grid leaves out 2 stored unit\(s\)"):
+        store.create_run(smaller, units=_units(sparsities=(0.5,), seeds=(42, 43)), resume=True, extend=grid)
+    assert store.open_run("r1").manifest["config"] == bigger  # a refused extension changes nothing
+
+
 def test_resume_of_missing_run_creates_it(store):
     run = store.create_run(_config("fresh"), units=_units(), resume=True)
     assert run.status == "running" and len(run.units()) == len(_units())

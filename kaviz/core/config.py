@@ -234,6 +234,11 @@ class GridBlock:
     )
 
 
+#: The RunConfig fields that only decide which student units a run has: ``kaviz run --extend`` may
+#: change them on a stored run (adding units) while every other field must stay as stored.
+GRID_KEYS = ("sparsities", "methods", "extra_seeds", "extra_seed_sparsities", "extra_units", "import_students")
+
+
 @dataclass
 class RunConfig:
     name: str = _help("Run name: letters, digits, '.', '_' and '-' (the folder in the runs store).", default="run")

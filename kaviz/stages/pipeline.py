@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from kaviz.core.config import TINY_MODEL, RunConfig, is_tiny
+from kaviz.core.config import GRID_KEYS, TINY_MODEL, RunConfig, is_tiny
 from kaviz.core.errors import ConfigError
 from kaviz.core.registry import CALIBRATION_METHODS, METHOD_INFO
 from kaviz.core.validation import parse_import
@@ -164,8 +164,12 @@ class Pipeline:
         resume: bool = False,
         progress: bool = True,
         echo: Callable[[str], None] | None = None,
+        extend: bool = False,
     ):
-        self.cfg, self.store, self.resume, self.progress = cfg.validate(), store, resume, progress
+        """``extend``: resume a stored run whose grid (``GRID_KEYS``) this config enlarges, adding
+        the new units; every other field must equal the stored one."""
+        self.cfg, self.store, self.progress = cfg.validate(), store, progress
+        self.resume, self.extend = resume or extend, extend
         self.echo = echo or (lambda msg: None)
         self.units = plan_units(cfg)
         self.rank = 0
@@ -175,7 +179,7 @@ class Pipeline:
         self.rank = 0 if acc is None else acc.process_index
         task = self._preflight()
         if self.rank == 0:
-            run = self.store.create_run(self._stored_config(), units=self.units, resume=self.resume)
+            run = self._create_run()
         if acc is not None:  # the others follow once the main process has created (or reset) the run
             acc.wait_for_everyone()
             if self.rank != 0:
@@ -220,6 +224,10 @@ class Pipeline:
 
     def _preflight(self):
         return check_inputs(self.cfg, self.units)
+
+    def _create_run(self) -> Run:
+        extend = GRID_KEYS if self.extend else ()
+        return self.store.create_run(self._stored_config(), units=self.units, resume=self.resume, extend=extend)
 
     def _stored_config(self) -> dict:
         """The config to create or resume with: a run made by an older kaviz, whose stored config

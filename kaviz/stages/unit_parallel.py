@@ -61,7 +61,7 @@ class UnitParallelPipeline(Pipeline):
         task = self._preflight()
         worker = f"rank {rank} of {world}"
         if rank == 0:
-            run = self.store.create_run(self._stored_config(), units=self.units, resume=self.resume)
+            run = self._create_run()
             run.set_status("running")
             self._log(run, f"run {run.run_id}: {len(self.units)} units, resume={self.resume}, unit-parallel x {world}")
         dist.barrier()

@@ -23,6 +23,7 @@ import difflib
 import os
 import shutil
 import tempfile
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
@@ -107,11 +108,16 @@ class RunStore:
         df = df.sort_values(["created", "run_id"], ascending=[False, True], na_position="last", kind="stable")
         return df.reset_index(drop=True)
 
-    def create_run(self, config: dict[str, Any], *, units: list[dict], resume: bool = False) -> Run:
+    def create_run(
+        self, config: dict[str, Any], *, units: list[dict], resume: bool = False, extend: Collection[str] = ()
+    ) -> Run:
         """Create run ``config["name"]`` with ``units`` planned in order, or continue it (``resume``).
 
         Resuming checks that the stored config equals ``config`` (key order aside), adds newly
         planned units as pending and resets units left ``running`` by a killed process to pending.
+        ``extend`` (top-level config keys, the grid's): resuming may also change these, as long as
+        every stored unit is still planned; the run then takes ``config`` and the new units. Done
+        units are kept as they are, which is sound only when the other keys are unchanged.
         """
         if hasattr(config, "to_dict"):
             config = config.to_dict()
@@ -126,7 +132,7 @@ class RunStore:
                 raise RunExistsError(
                     f"run {run_id!r} already exists in {self.root}; pass --resume to continue it or choose another name"
                 )
-            return self._resume(run_id, config, planned)
+            return self._resume(run_id, config, planned, frozenset(extend))
         return self._create(run_id, path, config, planned)
 
     def _create(self, run_id: str, path: Path, config: dict, planned: dict[str, dict]) -> Run:
@@ -150,17 +156,29 @@ class RunStore:
             raise
         return Run(self, run_id, path)
 
-    def _resume(self, run_id: str, config: dict, planned: dict[str, dict]) -> Run:
+    def _resume(self, run_id: str, config: dict, planned: dict[str, dict], extend: frozenset[str]) -> Run:
         run = self.open_run(run_id)
+        grown: list[str] = []
 
         def change(m: dict[str, Any]) -> tuple[list[str], list[str]]:
             diffs = mf.diff(m["config"], config)
-            if diffs:
+            fixed = [d for d in diffs if d.split(" ")[0].split(".")[0] not in extend]
+            if fixed:
+                may = f" (only {', '.join(sorted(extend))} may change when extending)" if extend else ""
                 raise StoreError(
-                    f"run {run_id!r} in {self.root} was made with a different config; differing keys: "
-                    + "; ".join(diffs)
+                    f"run {run_id!r} in {self.root} was made with a different config; differing keys{may}: "
+                    + "; ".join(fixed)
                     + ". Resume with the stored config or choose another name"
                 )
+            if diffs:
+                dropped = [u for u in m["unit_order"] if u not in planned]
+                if dropped:
+                    raise StoreError(
+                        f"extending run {run_id!r} only adds units, but the new grid leaves out "
+                        f"{len(dropped)} stored unit(s): {', '.join(dropped[:5])}{' …' if len(dropped) > 5 else ''}"
+                    )
+                m["config"] = config
+                grown.extend(diffs)
             added_reset = mf.merge_plan(m, planned)
             m["status"] = "running"
             return added_reset
@@ -168,6 +186,7 @@ class RunStore:
         added, reset = run._update(change)
         run.log(
             f"resumed run {run_id}: {len(added)} units added"
+            + (f" (grid extended: {'; '.join(grown)})" if grown else "")
             + (f", {len(reset)} interrupted units reset to pending ({', '.join(reset)})" if reset else "")
         )
         return run
