@@ -259,6 +259,33 @@ def test_extend_adds_units_of_a_larger_grid_and_keeps_the_rest(store, run):
     assert store.open_run("r1").manifest["config"] == bigger  # a refused extension changes nothing
 
 
+def test_resume_leaves_a_unit_a_live_process_trains(store, run):
+    """A unit marked running by another process that still runs (same pid and start time) is not
+    reset: resume is refused, naming it; once that process is gone the unit is reset as usual. A
+    reused pid (other start time), another host and this process never count as its owner."""
+    from kaviz.store import run as run_module
+
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        tag = f"{run_module._HOST}:{child.pid}:{run_module._start_time(child.pid)}"
+        assert run_module.owner_alive(tag)
+        assert not run_module.owner_alive(run_module.owner_tag())  # this process
+        assert not run_module.owner_alive(f"{run_module._HOST}:{child.pid}:1.00")  # a reused pid
+        assert not run_module.owner_alive(f"elsewhere:{child.pid}:{run_module._start_time(child.pid)}")
+        assert not any(run_module.owner_alive(t) for t in (None, "", "x", "a:b:c"))
+        run.start_unit("finetuned")
+        assert run.manifest["units"]["finetuned"]["owner"] == run_module.owner_tag()
+        run._update(lambda m: m["units"]["finetuned"].__setitem__("owner", tag))
+        with pytest.raises(StoreError, match=rf"being trained right now: finetuned by process {child.pid}"):
+            store.create_run(_config(), units=_units(), resume=True)
+        assert run.unit_status("finetuned") == "running"
+    finally:
+        child.kill()
+        child.wait()
+    again = store.create_run(_config(), units=_units(), resume=True)
+    assert again.unit_status("finetuned") == "pending"
+
+
 def test_resume_of_missing_run_creates_it(store):
     run = store.create_run(_config("fresh"), units=_units(), resume=True)
     assert run.status == "running" and len(run.units()) == len(_units())

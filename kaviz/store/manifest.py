@@ -11,6 +11,7 @@ import importlib.metadata
 import json
 import platform
 import subprocess
+from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -230,19 +231,27 @@ def new_manifest(run_id: str, config: dict[str, Any], planned: dict[str, dict[st
     }
 
 
-def merge_plan(m: dict[str, Any], planned: dict[str, dict[str, Any]]) -> tuple[list[str], list[str]]:
-    """Add newly planned units as pending and reset units left ``running`` -> (added, reset) unit ids."""
+def merge_plan(
+    m: dict[str, Any], planned: dict[str, dict[str, Any]], live: Callable[[dict[str, Any]], bool] = lambda u: False
+) -> tuple[list[str], list[str], list[str]]:
+    """Add newly planned units as pending and reset units left ``running`` by a process that is gone
+    -> (added, reset, busy) unit ids; ``busy``: running units whose entry ``live`` says a live
+    process still trains (left running)."""
     added: list[str] = []
     reset: list[str] = []
+    busy: list[str] = []
     for uid, entry in planned.items():
         if uid not in m["units"]:
             m["units"][uid] = entry
             m["unit_order"].append(uid)
             added.append(uid)
         elif m["units"][uid]["status"] == "running":
+            if live(m["units"][uid]):
+                busy.append(uid)
+                continue
             m["units"][uid]["status"] = "pending"
             reset.append(uid)
-    return added, reset
+    return added, reset, busy
 
 
 # ----- units --------------------------------------------------------------------------------------
@@ -261,8 +270,10 @@ def unit_entry(m: dict[str, Any], unit: str, run_id: str) -> dict[str, Any]:
     return m["units"][unit]
 
 
-def mark_running(u: dict[str, Any]) -> None:
-    u.update(status="running", started=now(), finished=None, seconds=None, error=None)
+def mark_running(u: dict[str, Any], owner: str | None = None) -> None:
+    """``owner``: who runs it (:func:`kaviz.store.run.owner_tag`), so that a resume elsewhere can
+    tell a unit still in training from one a killed process left."""
+    u.update(status="running", started=now(), finished=None, seconds=None, error=None, owner=owner)
     u["attempts"] = int(u.get("attempts") or 0) + 1
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pandas as pd
+import psutil
 
 from kaviz.store import atomic
 from kaviz.store import manifest as mf
@@ -53,6 +54,31 @@ def _clear_abandoned(root: Path) -> None:
         if host != _HOST or not pid.isdigit() or int(pid) == os.getpid() or _alive(int(pid)):
             continue
         shutil.rmtree(folder, ignore_errors=True)
+
+
+def _start_time(pid: int) -> str:
+    """When process ``pid`` started (seconds since the epoch, 2 decimals); "" when there is none (or
+    only its zombie: killed, not yet reaped)."""
+    try:
+        p = psutil.Process(pid)
+        return "" if p.status() == psutil.STATUS_ZOMBIE else f"{p.create_time():.2f}"
+    except psutil.Error:
+        return ""
+
+
+def owner_tag() -> str:
+    """``host:pid:start time`` of this process, recorded with a unit it marks running."""
+    return f"{_HOST}:{os.getpid()}:{_start_time(os.getpid())}"
+
+
+def owner_alive(tag: str | None) -> bool:
+    """True when ``tag`` (:func:`owner_tag`) names another process on this host that still runs: the
+    same pid with the same start time (a reused pid is not it). False for this process, another
+    host's (it cannot be checked from here) and units marked before owners were recorded."""
+    host, pid, start = ([""] * 3 + str(tag or "").rsplit(":", 2))[-3:]
+    if host != _HOST or not pid.isdigit() or int(pid) == os.getpid() or not start:
+        return False
+    return _start_time(int(pid)) == start
 
 
 def _alive(pid: int) -> bool:
@@ -139,7 +165,7 @@ class Run:
     def start_unit(self, unit: str) -> None:
         """Mark ``unit`` running (attempts + 1) and clear tables an earlier attempt left behind."""
 
-        self._update(lambda m: mf.mark_running(self._unit(m, unit)))
+        self._update(lambda m: mf.mark_running(self._unit(m, unit), owner_tag()))
         d = self._unit_dir(unit)
         if d.is_dir():
             for f in d.glob("*.parquet"):
@@ -156,7 +182,7 @@ class Run:
             for uid in candidates:
                 u = self._unit(m, uid)
                 if u["status"] in ("pending", "failed"):
-                    mf.mark_running(u)
+                    mf.mark_running(u, owner_tag())
                     u["worker"] = str(worker)
                     return uid
             return None

@@ -33,7 +33,7 @@ from kaviz.store import atomic
 from kaviz.store import manifest as mf
 from kaviz.store.manifest import StoreError
 from kaviz.store.manifest import valid_name as _name
-from kaviz.store.run import LOG, MANIFEST, Run, RunExistsError
+from kaviz.store.run import LOG, MANIFEST, Run, RunExistsError, owner_alive
 
 LIST_COLUMNS = [
     "run_id",
@@ -179,9 +179,16 @@ class RunStore:
                     )
                 m["config"] = config
                 grown.extend(diffs)
-            added_reset = mf.merge_plan(m, planned)
+            added, reset, busy = mf.merge_plan(m, planned, lambda u: owner_alive(u.get("owner")))
+            if busy:
+                pid = str(m["units"][busy[0]].get("owner")).rsplit(":", 2)[-2]
+                raise StoreError(
+                    f"run {run_id!r} in {self.root} is being trained right now: {', '.join(busy)} by process "
+                    f"{pid} on this machine. Wait for it to finish, or stop it (Ctrl-C, or Stop in the app's "
+                    "New run page), then resume"
+                )
             m["status"] = "running"
-            return added_reset
+            return added, reset
 
         added, reset = run._update(change)
         run.log(
