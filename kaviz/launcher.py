@@ -214,13 +214,15 @@ def share_of_cores(folder: str | Path) -> int:
     return max(1, min(share, idle))
 
 
-def launch(folder: str | Path, config: RunConfig, *, resume: bool = False) -> LaunchStatus:
+def launch(folder: str | Path, config: RunConfig, *, resume: bool = False, extend: bool = False) -> LaunchStatus:
     """Start ``kaviz run <folder>/.launch/<name>.yaml --out <folder>`` in the background.
 
     Refuses (LaunchError) the shipped demo folder, an unsafe name, a run that already exists
-    unless ``resume`` (and a missing one with it), and a name whose launch is still running; and
-    (ConfigError, TaskError, ModelNotFoundError) what :func:`check_before_launch` finds.
+    unless ``resume`` or ``extend`` (and a missing one with them), and a name whose launch is still
+    running; and (ConfigError, TaskError, ModelNotFoundError) what :func:`check_before_launch` finds.
+    ``extend``: ``kaviz run --extend``, the stored run with the larger grid of ``config``.
     """
+    resume = resume or extend
     cfg = config.validate()
     root = _root(folder)
     paths = _paths(root, cfg.name)
@@ -237,7 +239,7 @@ def launch(folder: str | Path, config: RunConfig, *, resume: bool = False) -> La
     atomic.write_text(paths["yaml"], cfg.to_yaml())
     cmd = [sys.executable, "-m", "kaviz.cli", "run", str(paths["yaml"]), "--out", str(root)]
     if resume:
-        cmd.append("--resume")
+        cmd.append("--extend" if extend else "--resume")
     threads = share_of_cores(root) if cfg.training.num_threads is None else cfg.training.num_threads
     _spawn(paths, cmd, threads, {"name": cfg.name, "resume": resume})
     return status(root, cfg.name)

@@ -4,7 +4,6 @@ background (after the CLI's own input checks), and follow both phases, training 
 The fields build the RunConfig the CLI takes (kaviz.core.form); progress is read from disk, so it
 survives navigation and reloads, and the form keeps its values when you visit other pages."""
 
-import hashlib
 import os
 from pathlib import Path
 
@@ -19,7 +18,8 @@ from kaviz.core.presets import presets
 from kaviz.core.registry import METHODS
 from kaviz.store import RunStore
 from kaviz.views import ui_data
-from pages._common import EXTRA_FOLDERS, SELECT_RUN, all_runs, leave_legacy_pages_mode
+from pages import _launches
+from pages._common import EXTRA_FOLDERS, all_runs, leave_legacy_pages_mode
 
 HELP = {f: h for f, h, _ in RunConfig().help_table()}
 MODELS = {
@@ -32,7 +32,7 @@ TASKS = {"demo": "demo (built-in, offline)", **{t: f"GLUE {t}" for t in GLUE_TAS
 FIELDS = ("name", "model", "model_path", "task", "task_path", "text_columns", "label_column", "task_type", "methods")
 FIELDS += ("sparsities", "teacher_steps", "teacher_epochs", "teacher_lr", "student_steps", "student_epochs")
 FIELDS += ("student_lr", "batch_size", "max_length", "train_subsample", "seed", "analyze")
-SAVED, BASE, PENDING = "newrun_saved", "newrun_base", "newrun_pending"  # kept across pages (not widgets)
+SAVED, BASE = "newrun_saved", "newrun_base"  # kept across pages (not widgets)
 PRESETS = presets()
 
 st.title("New run")
@@ -94,7 +94,8 @@ st.selectbox(
     format_func=label,
     on_change=apply_start,
     help="A preset known to learn, or the config of a stored run: every field below takes its value; "
-    "settings without a field here are kept from it",
+    "settings without a field here are kept from it. To add units to a stored run (sparsities, methods), "
+    "start from it and give it back its own name",
 )
 
 c = st.columns([2, 3])
@@ -152,10 +153,10 @@ with st.expander("Every setting of this run (the fields above, the rest from whe
 submitted = st.button("Launch", type="primary", icon=":material/rocket_launch:", key="newrun_submit")
 
 
-def start(folder: str, cfg: RunConfig, resume: bool = False) -> None:
+def start(folder: str, cfg: RunConfig, resume: bool = False, extend: bool = False) -> None:
     try:
         with st.spinner("Checking the model, the data and the paths…"):
-            launcher.launch(folder, cfg, resume=resume)
+            launcher.launch(folder, cfg, resume=resume, extend=extend)
     except (KavizError, ValueError) as e:
         st.error(f"Not launched: {e}")
         return
@@ -163,9 +164,24 @@ def start(folder: str, cfg: RunConfig, resume: bool = False) -> None:
     if folder not in listed:  # so that the sidebar's run picker lists it
         st.session_state[EXTRA_FOLDERS] = [*st.session_state.get(EXTRA_FOLDERS, []), folder]
     # selected in the sidebar when it completes, unless the user picks another run meanwhile
-    st.session_state[PENDING] = {"folder": str(Path(folder).resolve()), "name": cfg.name}
+    st.session_state[_launches.PENDING] = {"folder": str(Path(folder).resolve()), "name": cfg.name}
     st.session_state["newrun_picked_at_launch"] = st.session_state.get("app_run")
     st.toast(f"Started {cfg.name}", icon=":material/rocket_launch:")
+
+
+def offer_for(store: RunStore, folder: str, cfg: RunConfig) -> dict:
+    """What to offer for a name that is taken: extending the run with the units ``cfg`` adds to its
+    grid, resuming it (unfinished), or nothing (complete, same grid or not extendable)."""
+    from kaviz.stages.pipeline import grid_extension  # torch: loaded when needed, as launching does
+
+    run = store.open_run(cfg.name)
+    offer = {"folder": folder, "name": cfg.name, "status": run.status, "new": [], "why": ""}
+    try:
+        offer["new"] = grid_extension(run.config, cfg)
+    except ConfigError as e:
+        offer["why"] = str(e)
+    offer["config"] = cfg.to_dict()
+    return offer
 
 
 if submitted:
@@ -178,106 +194,31 @@ if submitted:
         store = RunStore(folder)
         if not store.has_run(cfg.name):
             start(folder, cfg)
-        elif store.open_run(cfg.name).status == "complete":
-            st.error(
-                f"Not launched: a complete run named **{cfg.name}** already exists in `{folder}`; choose another name."
-            )
         else:
-            st.session_state["newrun_resume"] = {"folder": folder, "name": cfg.name}
+            st.session_state["newrun_resume"] = offer_for(store, folder, cfg)
 
 offer = st.session_state.get("newrun_resume")
 if offer:
-    slot = st.container()  # the reason above the button, unless the button resumed the run
-    if st.button(f"Resume {offer['name']}", key="newrun_resume_button", icon=":material/play_arrow:"):
+    slot = st.container()  # the reason above the buttons, unless a button launched
+    new = offer["new"]
+    if new and st.button(f"Extend {offer['name']} with {len(new)} new unit(s)", key="newrun_extend_button"):
+        start(offer["folder"], RunConfig.from_dict(offer["config"]), extend=True)
+    elif offer["status"] != "complete" and st.button(
+        f"Resume {offer['name']}", key="newrun_resume_button", icon=":material/play_arrow:"
+    ):
         stored_cfg = RunStore(offer["folder"]).open_run(offer["name"]).config
         start(offer["folder"], RunConfig.from_dict(stored_cfg), resume=True)
     if st.session_state.get("newrun_resume"):
-        status = RunStore(offer["folder"]).open_run(offer["name"]).status
-        slot.error(
-            f"Not launched: a run named **{offer['name']}** already exists in `{offer['folder']}` ({status}). "
-            "Choose another name, or resume it with its stored config."
-        )
+        where = f"a {offer['status']} run named **{offer['name']}** already exists in `{offer['folder']}`"
+        if new:
+            slot.info(
+                f"{where[0].upper()}{where[1:]}. Its grid can grow by these units, keeping its teacher and finished "
+                f"units: {', '.join(new[:6])}{' …' if len(new) > 6 else ''}."
+            )
+        elif offer["status"] == "complete":
+            slot.error(f"Not launched: {where}; choose another name. {offer['why']}".strip())
+        else:
+            slot.error(f"Not launched: {where}. Choose another name, or resume it with its stored config.")
 
 st.subheader("Launched runs")
-launched = [(f, n) for f in targets for n in launcher.launches(f)]
-alive_first = {(f, n) for f, n in launched if launcher.status(f, n).alive}
-if not launched:
-    st.caption("Runs launched here are listed with their progress; a run is selected in the sidebar when it finishes.")
-
-
-def _minutes(seconds: float | None) -> str:
-    if seconds is None:
-        return ""
-    return f" · about {seconds / 60:.0f} min left" if seconds >= 90 else f" · about {seconds:.0f} s left"
-
-
-def show(s: launcher.LaunchStatus) -> None:
-    key = hashlib.sha1(f"{s.folder}/{s.name}".encode()).hexdigest()[:10]
-    with st.container(border=True):
-        c = st.columns([5, 1], vertical_alignment="center")
-        c[0].markdown(f"**{s.name}** · {s.state}" + (" (resumed)" if s.resume else "") + f" · `{s.folder}`")
-        if s.alive:
-            c[1].button(
-                "Stop",
-                key=f"newrun_stop_{key}",
-                icon=":material/stop:",
-                on_click=launcher.stop,
-                args=(s.folder, s.name),
-                kwargs={"timeout": 5},
-            )
-        else:
-            c[1].button(
-                "Dismiss",
-                key=f"newrun_dismiss_{key}",
-                icon=":material/close:",
-                on_click=launcher.dismiss,
-                args=(s.folder, s.name),
-                help="Forget this launch here (its run folder, if any, stays)",
-            )
-        unit = f" · now: {s.current_unit}" if s.current_unit and s.phase == "training" else ""
-        eta = _minutes(s.eta_seconds) if s.phase == "training" else ""
-        st.progress(s.fraction, text=f"Training: {s.units_done}/{s.units_total} units{unit}{eta}")
-        if s.analysis_total or s.state == "analyzing":
-            eta = _minutes(s.eta_seconds) if s.phase == "analysis" else ""
-            text = f"Analysis: {s.analysis_done}/{s.analysis_total} units{eta}"
-            st.progress(s.analysis_fraction, text=text)
-        for w in s.warnings:
-            st.warning(w, icon=":material/warning:")
-        if s.state == "complete":
-            st.caption("Finished: selected in the sidebar's run picker (pick it there if you chose another run).")
-        if s.state == "failed":
-            st.error(f"The run failed; last line of its log: {(s.log_tail.splitlines() or ['(empty)'])[-1]}")
-        if s.alive:
-            st.code(s.log_tail or "(no output yet)", language=None)
-        elif s.log_tail:
-            with st.expander("Log"):
-                st.code(s.log_tail, language=None)
-
-
-def select_when_finished(statuses: list[launcher.LaunchStatus]) -> bool:
-    """Ask the sidebar to select the launched run once it completes, unless the user picked another
-    run since launching it; True when it did."""
-    pending = st.session_state.get(PENDING)
-    if not pending:
-        return False
-    mine = next((s for s in statuses if (s.folder, s.name) == (pending["folder"], pending["name"])), None)
-    if mine is None or mine.alive:
-        return False
-    st.session_state.pop(PENDING)
-    if mine.state != "complete" or st.session_state.get("app_run") != st.session_state.get("newrun_picked_at_launch"):
-        return False
-    st.session_state[SELECT_RUN] = {"folder": mine.folder, "run_id": mine.name}
-    return True
-
-
-@st.fragment(run_every=2 if alive_first else None)
-def progress() -> None:
-    statuses = [launcher.status(f, n) for f, n in launched]
-    finished_now = alive_first - {(s.folder, s.name) for s in statuses if s.alive}
-    if select_when_finished(statuses) or finished_now:
-        st.rerun()  # rerun the whole app so that the sidebar lists (and selects) it as it is now
-    for s in [s for s in statuses if s.alive] + [s for s in statuses if not s.alive]:
-        show(s)
-
-
-progress()
+_launches.progress([(f, n) for f in targets for n in launcher.launches(f)])

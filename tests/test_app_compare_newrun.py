@@ -358,6 +358,32 @@ def test_new_run_offers_resume(new_run, folder, monkeypatch):
         launcher.stop(folder, "b", timeout=5)
 
 
+def test_new_run_offers_to_extend_a_stored_run(new_run, folder, monkeypatch):
+    """Start from a stored run, keep its name, add a sparsity: the page lists the units that would be
+    added and launches `kaviz run --extend` with the larger grid; a change outside the grid (here
+    the teacher's steps) offers no extension and says which field differs."""
+    fake = FakePopen()
+    monkeypatch.setattr(launcher, "Popen", fake)
+    new_run.selectbox(key="newrun_start").set_value(f"run:{folder / 'a'}").run()
+    new_run.text_input(key="newrun_name").set_value("a")
+    new_run.text_input(key="newrun_sparsities").set_value("0.5, 0.9, 0.95").run()
+    new_run.button(key="newrun_submit").click().run()
+    assert not new_run.exception and not fake.commands
+    assert "pruned_knowledge-aware_s0.95_seed42" in new_run.info[0].value
+    assert not [b for b in new_run.button if b.key == "newrun_resume_button"]  # complete: nothing to resume
+    new_run.button(key="newrun_extend_button").click().run()
+    try:
+        assert not new_run.exception and not new_run.error
+        (cmd,) = fake.commands
+        assert cmd[-1] == "--extend" and launched_config(fake).sparsities == [0.5, 0.9, 0.95]
+    finally:
+        launcher.stop(folder, "a", timeout=5)
+    new_run.number_input(key="newrun_teacher_steps").set_value(50).run()
+    new_run.button(key="newrun_submit").click().run()
+    assert not [b for b in new_run.button if b.key == "newrun_extend_button"]
+    assert any("training.max_steps" in e.value for e in new_run.error), [e.value for e in new_run.error]
+
+
 def launched_config(fake: FakePopen) -> RunConfig:
     (cmd,) = fake.commands
     return RunConfig.load(cmd[4])

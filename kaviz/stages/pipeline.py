@@ -26,6 +26,7 @@ from kaviz.stages.context import Context
 from kaviz.stages.methods import METHODS, Outcome, finetune
 from kaviz.stages.recent import structured_limit
 from kaviz.store import Run, RunStore, StoreError, unit_id
+from kaviz.store import manifest as mf
 from kaviz.train import parallel
 from kaviz.train.families import tiny_family, tiny_family_config
 from kaviz.train.loop import resolve_precision
@@ -151,6 +152,21 @@ def _check_structured(cfg: RunConfig, units: list[dict]) -> None:
         msg = (f"structured pruning can remove at most {limit:.1%} of this model's encoder weights (every layer "
                f"keeps one head and one FFN neuron); {over} asked")  # fmt: skip
         raise ConfigError(problems=[("sparsities", msg)])
+
+
+def grid_extension(stored: dict, cfg: RunConfig) -> list[str]:
+    """The units ``cfg`` would add to a run stored with config ``stored`` under ``kaviz run
+    --extend`` (empty: the same grid). ConfigError when it cannot extend that run: a field outside
+    ``GRID_KEYS`` differs, or the new grid leaves out a unit the run has."""
+    old = RunConfig.from_dict(stored)
+    _, fixed = mf.split_diff(old.to_dict(), cfg.to_dict(), GRID_KEYS)
+    if fixed:
+        raise ConfigError(f"only {', '.join(GRID_KEYS)} may change to extend a run; these differ: " + "; ".join(fixed))
+    before, after = [u["unit"] for u in plan_units(old)], [u["unit"] for u in plan_units(cfg)]
+    dropped = [u for u in before if u not in after]
+    if dropped:
+        raise ConfigError(f"extending only adds units; the new grid leaves out {', '.join(dropped)}")
+    return [u for u in after if u not in before]
 
 
 class Pipeline:

@@ -11,7 +11,7 @@ import importlib.metadata
 import json
 import platform
 import subprocess
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -129,6 +129,13 @@ def plain_json(obj: Any, what: str) -> Any:
         return json.loads(atomic.to_json(obj))
     except (TypeError, ValueError) as e:
         raise StoreError(f"{what} is not JSON serialisable: {e}") from None
+
+
+def split_diff(stored: dict, given: dict, free: Collection[str]) -> tuple[list[str], list[str]]:
+    """(:func:`diff` lines under the top-level keys ``free``, the other lines)."""
+    lines = diff(stored, given)
+    top = [d.split(" ")[0].split(".")[0] in free for d in lines]
+    return [d for d, t in zip(lines, top, strict=True) if t], [d for d, t in zip(lines, top, strict=True) if not t]
 
 
 def diff(stored: Any, given: Any, prefix: str = "") -> list[str]:

@@ -161,8 +161,7 @@ class RunStore:
         grown: list[str] = []
 
         def change(m: dict[str, Any]) -> tuple[list[str], list[str]]:
-            diffs = mf.diff(m["config"], config)
-            fixed = [d for d in diffs if d.split(" ")[0].split(".")[0] not in extend]
+            diffs, fixed = mf.split_diff(m["config"], config, extend)
             if fixed:
                 may = f" (only {', '.join(sorted(extend))} may change when extending)" if extend else ""
                 raise StoreError(
