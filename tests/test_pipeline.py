@@ -200,6 +200,8 @@ def test_kill_and_resume_redoes_at_most_one_unit(tmp_path):
     before = json.loads(manifest.read_text())["units"]
     done_before = {k for k, u in before.items() if u["status"] == "done"}
     assert 3 <= len(done_before) < len(before)
+    if any(u["status"] == "running" for u in before.values()):  # (not when killed between two units)
+        assert RunStore(runs).list_runs().status[0] == "interrupted"  # not "running" for ever
     out = subprocess.run(cmd + ["--resume"], env=env, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
     run = RunStore(runs).open_run("killed")

@@ -273,15 +273,19 @@ def test_resume_leaves_a_unit_a_live_process_trains(store, run):
         assert not run_module.owner_alive(f"{run_module._HOST}:{child.pid}:1.00")  # a reused pid
         assert not run_module.owner_alive(f"elsewhere:{child.pid}:{run_module._start_time(child.pid)}")
         assert not any(run_module.owner_alive(t) for t in (None, "", "x", "a:b:c"))
+        run.set_status("running")
         run.start_unit("finetuned")
         assert run.manifest["units"]["finetuned"]["owner"] == run_module.owner_tag()
+        assert store.list_runs().set_index("run_id").loc["r1", "status"] == "running"  # this process
         run._update(lambda m: m["units"]["finetuned"].__setitem__("owner", tag))
         with pytest.raises(StoreError, match=rf"being trained right now: finetuned by process {child.pid}"):
             store.create_run(_config(), units=_units(), resume=True)
         assert run.unit_status("finetuned") == "running"
+        assert store.list_runs().set_index("run_id").loc["r1", "status"] == "running"
     finally:
         child.kill()
         child.wait()
+    assert store.list_runs().set_index("run_id").loc["r1", "status"] == "interrupted"  # its owner is gone
     again = store.create_run(_config(), units=_units(), resume=True)
     assert again.unit_status("finetuned") == "pending"
 

@@ -71,14 +71,31 @@ def owner_tag() -> str:
     return f"{_HOST}:{os.getpid()}:{_start_time(os.getpid())}"
 
 
-def owner_alive(tag: str | None) -> bool:
-    """True when ``tag`` (:func:`owner_tag`) names another process on this host that still runs: the
-    same pid with the same start time (a reused pid is not it). False for this process, another
-    host's (it cannot be checked from here) and units marked before owners were recorded."""
-    host, pid, start = ([""] * 3 + str(tag or "").rsplit(":", 2))[-3:]
-    if host != _HOST or not pid.isdigit() or int(pid) == os.getpid() or not start:
+def _owner(tag: str | None) -> tuple[str, str, str]:
+    return tuple(([""] * 3 + str(tag or "").rsplit(":", 2))[-3:])  # type: ignore[return-value]
+
+
+def owner_alive(tag: str | None, *, count_self: bool = False) -> bool:
+    """True when ``tag`` (:func:`owner_tag`) names a process on this host that still runs: the same
+    pid with the same start time (a reused pid is not it). False for another host's (it cannot be
+    checked from here), units marked before owners were recorded and, unless ``count_self``, this
+    process."""
+    host, pid, start = _owner(tag)
+    if host != _HOST or not pid.isdigit() or not start:
         return False
+    if int(pid) == os.getpid():
+        return count_self
     return _start_time(int(pid)) == start
+
+
+def abandoned(m: dict[str, Any]) -> bool:
+    """True for a manifest marked running whose running units were all taken by processes of this
+    host that are gone (killed without a chance to say so): the run is in fact interrupted."""
+    owners = [u.get("owner") for u in m["units"].values() if u.get("status") == "running"]
+    if m.get("status") != "running" or not owners:
+        return False
+    here = all(_owner(t)[0] == _HOST and _owner(t)[2] for t in owners)
+    return here and not any(owner_alive(t, count_self=True) for t in owners)
 
 
 def _alive(pid: int) -> bool:

@@ -33,7 +33,7 @@ from kaviz.store import atomic
 from kaviz.store import manifest as mf
 from kaviz.store.manifest import StoreError
 from kaviz.store.manifest import valid_name as _name
-from kaviz.store.run import LOG, MANIFEST, Run, RunExistsError, owner_alive
+from kaviz.store.run import LOG, MANIFEST, Run, RunExistsError, abandoned, owner_alive
 
 LIST_COLUMNS = [
     "run_id",
@@ -90,7 +90,8 @@ class RunStore:
 
     def list_runs(self) -> pd.DataFrame:
         """One row per run folder, newest first; folders that cannot be read get status 'unreadable'
-        and the reason in ``error``."""
+        and the reason in ``error``; a run marked running whose processes on this host are gone,
+        'interrupted'."""
         rows = []
         entries = sorted(self.root.iterdir()) if self.root.is_dir() else []
         for entry in entries:
@@ -99,7 +100,10 @@ class RunStore:
             try:
                 path = self._run_path(entry.name)
                 m = mf.read_manifest(path / MANIFEST)
-                rows.append({"run_id": entry.name, **mf.summary(m), "path": str(path), "error": None})
+                row = {"run_id": entry.name, **mf.summary(m), "path": str(path), "error": None}
+                if abandoned(m):  # its process was killed: say so rather than "running" for ever
+                    row["status"] = "interrupted"
+                rows.append(row)
             except Exception as e:  # one broken folder must not hide the others
                 rows.append({"run_id": entry.name, "status": "unreadable", "path": str(entry), "error": str(e)})
         df = pd.DataFrame(rows, columns=LIST_COLUMNS)
