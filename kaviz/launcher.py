@@ -30,6 +30,7 @@ from kaviz.core.errors import KavizError
 from kaviz.core.names import check_name
 from kaviz.store import RunStore, atomic
 from kaviz.store.manifest import StoreError, now
+from kaviz.store.owner import owner_alive, parse
 from kaviz.views.ui_data import DEMO_RUNS, USER_RUNS, runs_folders
 
 LAUNCH_DIR = ".launch"
@@ -231,6 +232,9 @@ def launch(folder: str | Path, config: RunConfig, *, resume: bool = False, exten
     if info is not None and _alive(info["pid"], _marker(info, paths))[0]:
         raise LaunchError(f"run {cfg.name!r} is already running in the background (pid {info['pid']})")
     exists = RunStore(root).has_run(cfg.name)
+    owner = RunStore(root).open_run(cfg.name).manifest.get("owner") if exists else None
+    if owner_alive(owner):
+        raise LaunchError(f"run {cfg.name!r} is being run right now by process {parse(owner)[1]} (from a terminal?)")
     if exists and not resume:
         raise LaunchError(f"run {cfg.name!r} already exists in {root}; resume it or choose another name")
     if resume and not exists:
@@ -391,10 +395,11 @@ def stop(folder: str | Path, name: str, *, timeout: float = 10.0) -> LaunchStatu
         run = RunStore(root).open_run(name)
     except StoreError:
         run = None
-    if run is not None and run.status == "running":
-        units = run.units()
-        for unit in units.loc[units["status"] == "running", "unit"]:
-            run.fail_unit(unit, "stopped from the app")
+    if run is not None and run.status == "running" and not owner_alive(run.manifest.get("owner")):
+        m = run.manifest  # units another live process trains are not this launch's to mark
+        for unit, u in m["units"].items():
+            if u["status"] == "running" and not owner_alive(u.get("owner")):
+                run.fail_unit(unit, "stopped from the app")
         run.set_status("interrupted")
         run.log("stopped from the app; continue with resume")
     if was_alive:

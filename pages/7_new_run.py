@@ -16,7 +16,9 @@ from kaviz.core.config import GLUE_TASKS, ConfigError, RunConfig
 from kaviz.core.errors import KavizError
 from kaviz.core.presets import presets
 from kaviz.core.registry import METHODS
+from kaviz.stages.grid import grid_extension
 from kaviz.store import RunStore
+from kaviz.store.owner import abandoned
 from kaviz.views import ui_data
 from pages import _launches
 from pages._common import EXTRA_FOLDERS, all_runs, leave_legacy_pages_mode
@@ -172,10 +174,9 @@ def start(folder: str, cfg: RunConfig, resume: bool = False, extend: bool = Fals
 def offer_for(store: RunStore, folder: str, cfg: RunConfig) -> dict:
     """What to offer for a name that is taken: extending the run with the units ``cfg`` adds to its
     grid, resuming it (unfinished), or nothing (complete, same grid or not extendable)."""
-    from kaviz.stages.pipeline import grid_extension  # torch: loaded when needed, as launching does
-
     run = store.open_run(cfg.name)
-    offer = {"folder": folder, "name": cfg.name, "status": run.status, "new": [], "why": ""}
+    status = "interrupted" if abandoned(run.manifest) else run.status
+    offer = {"folder": folder, "name": cfg.name, "status": status, "new": [], "why": "", "values": values}
     try:
         offer["new"] = grid_extension(run.config, cfg)
     except ConfigError as e:
@@ -198,6 +199,9 @@ if submitted:
             st.session_state["newrun_resume"] = offer_for(store, folder, cfg)
 
 offer = st.session_state.get("newrun_resume")
+if offer and (offer["values"] != values or offer["folder"] != folder):  # the form changed since: ask again
+    st.session_state.pop("newrun_resume")
+    offer = None
 if offer:
     slot = st.container()  # the reason above the buttons, unless a button launched
     new = offer["new"]
@@ -218,7 +222,9 @@ if offer:
         elif offer["status"] == "complete":
             slot.error(f"Not launched: {where}; choose another name. {offer['why']}".strip())
         else:
-            slot.error(f"Not launched: {where}. Choose another name, or resume it with its stored config.")
+            slot.error(
+                f"Not launched: {where}. Choose another name, or resume it with its stored config. {offer['why']}"
+            )
 
 st.subheader("Launched runs")
 _launches.progress([(f, n) for f in targets for n in launcher.launches(f)])

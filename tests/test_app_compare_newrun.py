@@ -371,6 +371,10 @@ def test_new_run_offers_to_extend_a_stored_run(new_run, folder, monkeypatch):
     assert not new_run.exception and not fake.commands
     assert "pruned_knowledge-aware_s0.95_seed42" in new_run.info[0].value
     assert not [b for b in new_run.button if b.key == "newrun_resume_button"]  # complete: nothing to resume
+    new_run.text_input(key="newrun_sparsities").set_value("0.5, 0.9, 0.97").run()  # edited after the offer:
+    assert not [b for b in new_run.button if b.key == "newrun_extend_button"]  # it no longer stands
+    new_run.text_input(key="newrun_sparsities").set_value("0.5, 0.9, 0.95").run()
+    new_run.button(key="newrun_submit").click().run()
     new_run.button(key="newrun_extend_button").click().run()
     try:
         assert not new_run.exception and not new_run.error

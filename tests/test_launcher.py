@@ -376,3 +376,38 @@ def test_analyze_now_starts_kaviz_analyze_and_is_followed_like_a_run(tmp_path, m
     assert launcher.status(folder, "r").state == "complete"
     with pytest.raises(launcher.LaunchError, match="shipped"):
         launcher.analyze(launcher.DEMO_RUNS, "demo")
+
+
+def test_the_app_never_touches_a_run_another_process_is_running(tmp_path, monkeypatch):
+    """A run a terminal's `kaviz run` owns (a live process of this machine): launching or resuming it
+    from the app is refused with that pid, and stopping a finished launch of the same name leaves
+    its running units and status alone."""
+    import subprocess
+    import sys
+
+    from kaviz.stages.pipeline import plan_units
+    from kaviz.store import owner
+
+    folder = tmp_path / "runs"
+    cfg = small_config("busy")
+    run = RunStore(folder).create_run(cfg.to_dict(), units=plan_units(cfg))
+    run.start_unit("pretrained")
+    terminal = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+    try:
+        tag = owner.owner_tag(terminal.pid)
+        run._update(lambda m: (m.__setitem__("owner", tag), m["units"]["pretrained"].__setitem__("owner", tag)))
+        with pytest.raises(launcher.LaunchError, match=f"being run right now by process {terminal.pid}"):
+            launcher.launch(folder, cfg, resume=True)
+        assert launcher.launches(folder) == []
+        # an earlier app launch of that name, long finished: stopping it must not mark the terminal's units
+        paths = launcher._paths(folder.resolve(), "busy")
+        paths["json"].parent.mkdir(parents=True, exist_ok=True)
+        (paths["json"]).write_text('{"pid": 999999999, "cmd": [], "started": "x", "name": "busy"}')
+        launcher.stop(folder, "busy", timeout=1)
+        again = RunStore(folder).open_run("busy")
+        assert again.status == "running" and again.unit_status("pretrained") == "running"
+    finally:
+        terminal.kill()
+        terminal.wait()
+    launcher.stop(folder, "busy", timeout=1)  # its owner gone: now marked as a stop would
+    assert RunStore(folder).open_run("busy").status == "interrupted"

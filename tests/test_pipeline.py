@@ -145,6 +145,54 @@ def test_extend_trains_only_the_new_units(tmp_path, capsys):
     assert "training.learning_rate" in capsys.readouterr().err
 
 
+def test_extend_a_run_made_before_new_config_fields(tmp_path):
+    """An older run's stored config lacks a field added since (here training.precision): --extend
+    still adds the new sparsity's units, and the stored config keeps its own fields."""
+    import json as _json
+
+    store = RunStore(tmp_path)
+    cfg = tiny_config(methods=["oneshot-magnitude"], sparsities=[0.5])
+    Pipeline(cfg, store, progress=False).run()
+    path = store.open_run("t").path / "manifest.json"
+    m = _json.loads(path.read_text())
+    del m["config"]["training"]["precision"]
+    path.write_text(_json.dumps(m))
+    bigger = tiny_config(methods=["oneshot-magnitude"], sparsities=[0.5, 0.9])
+    run = Pipeline(bigger, store, extend=True, progress=False).run()
+    assert run.status == "complete" and "pruned_oneshot-magnitude_s0.9_seed42" in set(run.units().unit)
+    assert run.config["sparsities"] == [0.5, 0.9] and "precision" not in run.config["training"]
+
+
+def test_extend_refuses_an_import_that_points_elsewhere(tmp_path):
+    from kaviz.core.errors import ConfigError
+    from kaviz.stages.grid import grid_extension
+
+    stored = tiny_config(import_students=["ext@0.5=./a"]).to_dict()
+    assert grid_extension(stored, tiny_config(import_students=["ext@0.5=./a", "ext@0.9=./b"])) == [
+        "pruned_ext_s0.9_seed42"
+    ]
+    with pytest.raises(ConfigError, match="point elsewhere now: ext@0.5"):
+        grid_extension(stored, tiny_config(import_students=["ext@0.5=./b"]))
+
+
+def test_an_interrupted_unit_is_not_left_running(tmp_path, monkeypatch):
+    """Ctrl-C in a unit (a notebook lives on after it): the unit is marked failed ("interrupted") and
+    the run interrupted, so a resume from another process is not refused as if it were in training."""
+    import kaviz.stages.methods as methods
+
+    def interrupt(ctx, s, seed):
+        raise KeyboardInterrupt
+
+    monkeypatch.setitem(methods.METHODS, "gradual-magnitude", interrupt)
+    store = RunStore(tmp_path)
+    with pytest.raises(KeyboardInterrupt):
+        Pipeline(tiny_config(methods=["gradual-magnitude"], sparsities=[0.5]), store, progress=False).run()
+    run = store.open_run("t")
+    unit = run.units().set_index("unit").loc["pruned_gradual-magnitude_s0.5_seed42"]
+    assert run.status == "interrupted" and unit.status == "failed" and unit.error == "interrupted"
+    assert "owner" not in run.manifest
+
+
 def test_existing_run_without_resume_is_refused(tiny_run):
     from kaviz.store import RunExistsError
 

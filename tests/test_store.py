@@ -6,6 +6,7 @@ import multiprocessing as mp
 import os
 import subprocess
 import sys
+import time
 
 import pandas as pd
 import pytest
@@ -17,6 +18,7 @@ from kaviz.store import (
     RunStore,
     StoreError,
     atomic,
+    owner,
     unit_id,
 )
 from tests.helpers import store_config, store_units
@@ -259,35 +261,85 @@ def test_extend_adds_units_of_a_larger_grid_and_keeps_the_rest(store, run):
     assert store.open_run("r1").manifest["config"] == bigger  # a refused extension changes nothing
 
 
-def test_resume_leaves_a_unit_a_live_process_trains(store, run):
-    """A unit marked running by another process that still runs (same pid and start time) is not
-    reset: resume is refused, naming it; once that process is gone the unit is reset as usual. A
-    reused pid (other start time), another host and this process never count as its owner."""
-    from kaviz.store import run as run_module
-
-    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+@pytest.fixture
+def other_process():
+    """A live process of this machine that is not this one: its owner tag."""
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
     try:
-        tag = f"{run_module._HOST}:{child.pid}:{run_module._start_time(child.pid)}"
-        assert run_module.owner_alive(tag)
-        assert not run_module.owner_alive(run_module.owner_tag())  # this process
-        assert not run_module.owner_alive(f"{run_module._HOST}:{child.pid}:1.00")  # a reused pid
-        assert not run_module.owner_alive(f"elsewhere:{child.pid}:{run_module._start_time(child.pid)}")
-        assert not any(run_module.owner_alive(t) for t in (None, "", "x", "a:b:c"))
-        run.set_status("running")
-        run.start_unit("finetuned")
-        assert run.manifest["units"]["finetuned"]["owner"] == run_module.owner_tag()
-        assert store.list_runs().set_index("run_id").loc["r1", "status"] == "running"  # this process
-        run._update(lambda m: m["units"]["finetuned"].__setitem__("owner", tag))
-        with pytest.raises(StoreError, match=rf"being trained right now: finetuned by process {child.pid}"):
-            store.create_run(_config(), units=_units(), resume=True)
-        assert run.unit_status("finetuned") == "running"
-        assert store.list_runs().set_index("run_id").loc["r1", "status"] == "running"
+        yield owner.owner_tag(child.pid), child
     finally:
         child.kill()
         child.wait()
+
+
+def test_owner_tags_name_a_live_process_by_pid_and_start(other_process):
+    """A tag is machine:pid:start; it is alive only on this machine, for the same pid and start (a
+    reused pid is not it), and this process counts only when asked; a killed and reaped process,
+    or only its zombie, is gone."""
+    tag, child = other_process
+    machine, pid, start = owner.parse(tag)
+    assert machine == owner.MACHINE and pid == str(child.pid) and start
+    assert owner.owner_alive(tag) and owner.checkable(tag)
+    assert not owner.owner_alive(f"{machine}:{pid}:t1")  # a reused pid: another start
+    assert not owner.owner_alive(f"elsewhere:{pid}:{start}") and not owner.checkable(f"elsewhere:{pid}:{start}")
+    assert not any(owner.owner_alive(t) for t in (None, "", "x", "a:b:c"))
+    me = owner.owner_tag()
+    assert not owner.owner_alive(me) and owner.owner_alive(me, count_self=True)
+    assert not owner.owner_alive(f"{owner.MACHINE}:{os.getpid()}:t1", count_self=True)  # not this process
+    zombie = subprocess.Popen([sys.executable, "-c", "pass"])
+    ztag = owner.owner_tag(zombie.pid)
+    while owner.start_time(zombie.pid):  # exited, not reaped yet: a zombie counts as gone
+        time.sleep(0.02)
+    assert not owner.owner_alive(ztag)
+    zombie.wait()
+
+
+def test_resume_is_refused_while_another_live_process_runs_the_run(store, run, other_process):
+    """The process that creates or resumes a run owns it until it sets another status; while that
+    process lives, a resume elsewhere is refused with its pid (before any unit is marked running:
+    loading the data can take minutes); a killed owner does not block, nor does this process."""
+    tag, child = other_process
+    assert run.manifest["owner"] == owner.owner_tag()
+    store.create_run(_config(), units=_units(), resume=True)  # this process: allowed
+    run._update(lambda m: m.__setitem__("owner", tag))
+    with pytest.raises(StoreError, match=rf"being run right now by process {child.pid} on this machine"):
+        store.create_run(_config(), units=_units(), resume=True)
+    assert store.list_runs().set_index("run_id").loc["r1", "status"] == "running"
+    child.kill()
+    child.wait()
     assert store.list_runs().set_index("run_id").loc["r1", "status"] == "interrupted"  # its owner is gone
     again = store.create_run(_config(), units=_units(), resume=True)
-    assert again.unit_status("finetuned") == "pending"
+    assert again.status == "running" and again.manifest["owner"] != tag
+    again.set_status("complete")
+    assert "owner" not in again.manifest  # a finished run is nobody's
+
+
+def test_a_unit_a_live_process_trains_is_neither_reset_nor_started_again(store, run, other_process):
+    tag, child = other_process
+    run.start_unit("finetuned")
+    run._update(lambda m: m["units"]["finetuned"].__setitem__("owner", tag))
+    run._update(lambda m: m.pop("owner"))  # (the unit's owner alone: a run made before run owners)
+    with pytest.raises(StoreError, match=rf"being trained right now: finetuned by process {child.pid}"):
+        store.create_run(_config(), units=_units(), resume=True)
+    with pytest.raises(StoreError, match=rf"'finetuned' of run 'r1' is being trained by process {child.pid}"):
+        run.start_unit("finetuned")
+    assert run.unit_status("finetuned") == "running" and run.units().set_index("unit").attempts["finetuned"] == 1
+
+
+def test_a_copy_of_a_run_in_progress_is_nobodys(store, run, tmp_path, other_process):
+    tag, _ = other_process
+    run.start_unit("finetuned")
+    run._update(lambda m: (m.__setitem__("owner", tag), m["units"]["finetuned"].__setitem__("owner", tag)))
+    copy = run.copy_to(tmp_path / "copies")
+    assert copy.status == "interrupted" and copy.unit_status("finetuned") == "pending"
+    assert "owner" not in copy.manifest and not any("owner" in u for u in copy.manifest["units"].values())
+    RunStore(tmp_path / "copies").create_run(_config(), units=_units(), resume=True)  # not blocked
+
+
+def test_extend_refuses_a_run_that_does_not_exist(store):
+    with pytest.raises(StoreError, match="there is no run 'nope' .* to extend"):
+        store.create_run(_config("nope"), units=_units(), resume=True, extend=("sparsities",))
+    assert not store.has_run("nope")
 
 
 def test_resume_of_missing_run_creates_it(store):

@@ -17,82 +17,21 @@ from tqdm.auto import tqdm
 
 from kaviz.core.config import GRID_KEYS, TINY_MODEL, RunConfig, is_tiny
 from kaviz.core.errors import ConfigError
-from kaviz.core.registry import CALIBRATION_METHODS, METHOD_INFO
-from kaviz.core.validation import parse_import
+from kaviz.core.registry import CALIBRATION_METHODS
 from kaviz.data.lm_probe_data import read_completion_file, read_corpus
 from kaviz.data.sts import check_sts_path
 from kaviz.data.tasks import load_task
 from kaviz.stages.context import Context
+from kaviz.stages.grid import grid_extension, parse_imports, plan_units  # noqa: F401  (re-exported)
 from kaviz.stages.methods import METHODS, Outcome, finetune
 from kaviz.stages.recent import structured_limit
-from kaviz.store import Run, RunStore, StoreError, unit_id
+from kaviz.store import Run, RunStore, StoreError
 from kaviz.store import manifest as mf
 from kaviz.train import parallel
 from kaviz.train.families import tiny_family, tiny_family_config
 from kaviz.train.loop import resolve_precision
 from kaviz.train.models import resolve_source, tiny_bert_config
 from kaviz.train.pruning import sparsity_summary, sparsity_table
-
-
-def plan_units(cfg: RunConfig) -> list[dict]:
-    """Units in execution order: pretrained, finetuned, then students (seed, sparsity, method)."""
-    units = [
-        {
-            "unit": unit_id("pretrained"),
-            "stage": "pretrained",
-            "method": "pretrained",
-            "sparsity": 0.0,
-            "seed": cfg.seed,
-        },
-        {"unit": unit_id("finetuned"), "stage": "finetuned", "method": "finetuned", "sparsity": 0.0, "seed": cfg.seed},
-    ]
-    for label, _path, sparsity in parse_imports(cfg.import_students):
-        units.append(
-            {
-                "unit": unit_id("pruned", label, sparsity, cfg.seed),
-                "stage": "pruned",
-                "method": label,
-                "sparsity": sparsity,
-                "seed": cfg.seed,
-            }
-        )
-    main_budget = cfg.main_budget
-    seen = {u["unit"] for u in units}
-
-    def add(m: str, s: float, seed: int, budget: float | None) -> None:
-        info = METHOD_INFO.get(m)
-        trains = info.trains if info is not None else True
-        if not trains and budget is not None and budget != main_budget:
-            return  # a budget means nothing to a method that does not train
-        extra = budget is not None and budget != main_budget
-        uid = unit_id("pruned", m, s, seed, budget if extra else None)
-        if uid in seen:
-            return
-        seen.add(uid)
-        b = (budget if extra else main_budget) if trains else None
-        units.append({"unit": uid, "stage": "pruned", "method": m, "sparsity": s, "seed": seed, "budget": b})
-
-    extra_at = cfg.sparsities if cfg.extra_seed_sparsities is None else cfg.extra_seed_sparsities
-    for seed in [cfg.seed, *cfg.extra_seeds]:
-        for s in sorted(cfg.sparsities):
-            if seed != cfg.seed and s not in extra_at:
-                continue
-            for m in cfg.methods:
-                add(m, s, seed, main_budget)
-    for block in cfg.extra_units:
-        for budget in block.budgets or [main_budget]:
-            for seed in block.seeds or [cfg.seed]:
-                for s in sorted(block.sparsities or cfg.sparsities):
-                    for m in block.methods or cfg.methods:
-                        add(m, s, seed, budget)
-    return units
-
-
-def parse_imports(entries: list[str]) -> list[tuple[str, str, float]]:
-    """'label@sparsity=path' entries of ``import_students`` -> (label, path, target sparsity), parsed
-    by the config's own checker (:func:`kaviz.core.validation.parse_import`)."""
-    return [parse_import(e) for e in entries]
-
 
 #: A teacher within this of the best constant answer (score units) has learnt nothing.
 TEACHER_MARGIN = 0.01
@@ -152,21 +91,6 @@ def _check_structured(cfg: RunConfig, units: list[dict]) -> None:
         msg = (f"structured pruning can remove at most {limit:.1%} of this model's encoder weights (every layer "
                f"keeps one head and one FFN neuron); {over} asked")  # fmt: skip
         raise ConfigError(problems=[("sparsities", msg)])
-
-
-def grid_extension(stored: dict, cfg: RunConfig) -> list[str]:
-    """The units ``cfg`` would add to a run stored with config ``stored`` under ``kaviz run
-    --extend`` (empty: the same grid). ConfigError when it cannot extend that run: a field outside
-    ``GRID_KEYS`` differs, or the new grid leaves out a unit the run has."""
-    old = RunConfig.from_dict(stored)
-    _, fixed = mf.split_diff(old.to_dict(), cfg.to_dict(), GRID_KEYS)
-    if fixed:
-        raise ConfigError(f"only {', '.join(GRID_KEYS)} may change to extend a run; these differ: " + "; ".join(fixed))
-    before, after = [u["unit"] for u in plan_units(old)], [u["unit"] for u in plan_units(cfg)]
-    dropped = [u for u in before if u not in after]
-    if dropped:
-        raise ConfigError(f"extending only adds units; the new grid leaves out {', '.join(dropped)}")
-    return [u for u in after if u not in before]
 
 
 class Pipeline:
@@ -242,21 +166,26 @@ class Pipeline:
         return check_inputs(self.cfg, self.units)
 
     def _create_run(self) -> Run:
+        if self.extend and self.store.has_run(self.cfg.name):  # what it cannot extend, said in config terms
+            grid_extension(self.store.open_run(self.cfg.name).config, self.cfg)
         extend = GRID_KEYS if self.extend else ()
         return self.store.create_run(self._stored_config(), units=self.units, resume=self.resume, extend=extend)
 
     def _stored_config(self) -> dict:
         """The config to create or resume with: a run made by an older kaviz, whose stored config
-        lacks fields added since, is resumed when those fields hold their defaults here."""
+        lacks fields added since, is resumed when those fields hold their defaults here (and
+        extended with this config's grid)."""
         mine = self.cfg.to_dict()
         if not self.resume:
             return mine
         try:
             stored = self.store.open_run(self.cfg.name).config
-            same = RunConfig.from_dict(stored).to_dict() == mine
+            grid, fixed = mf.split_diff(RunConfig.from_dict(stored).to_dict(), mine, GRID_KEYS)
         except (StoreError, ConfigError):  # no such run yet, or a config this kaviz cannot read: the store reports it
             return mine
-        return stored if same else mine
+        if fixed or (grid and not self.extend):
+            return mine
+        return {**stored, **{k: mine[k] for k in GRID_KEYS}} if grid else stored
 
     def _log(self, run: Run, msg: str) -> None:
         run.log(msg)
@@ -306,6 +235,9 @@ class Pipeline:
         except Exception as e:
             run.fail_unit(name, f"{type(e).__name__}: {e}\n{traceback.format_exc(limit=5)}")
             self._log(run, f"FAILED {name}: {type(e).__name__}: {e}")
+            raise
+        except KeyboardInterrupt:  # not left "running" by a process that may live on (a notebook)
+            run.fail_unit(name, "interrupted")
             raise
         main = ctx.spec.main_metric
         self._log(

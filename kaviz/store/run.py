@@ -16,13 +16,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pandas as pd
-import psutil
 
 from kaviz.store import atomic
 from kaviz.store import manifest as mf
 from kaviz.store import tables as rt
 from kaviz.store.manifest import RUN_STATUSES, StoreError
 from kaviz.store.manifest import valid_name as _name
+from kaviz.store.owner import owner_alive, owner_tag, parse
 
 if TYPE_CHECKING:
     from kaviz.store.runs import RunStore
@@ -54,48 +54,6 @@ def _clear_abandoned(root: Path) -> None:
         if host != _HOST or not pid.isdigit() or int(pid) == os.getpid() or _alive(int(pid)):
             continue
         shutil.rmtree(folder, ignore_errors=True)
-
-
-def _start_time(pid: int) -> str:
-    """When process ``pid`` started (seconds since the epoch, 2 decimals); "" when there is none (or
-    only its zombie: killed, not yet reaped)."""
-    try:
-        p = psutil.Process(pid)
-        return "" if p.status() == psutil.STATUS_ZOMBIE else f"{p.create_time():.2f}"
-    except psutil.Error:
-        return ""
-
-
-def owner_tag() -> str:
-    """``host:pid:start time`` of this process, recorded with a unit it marks running."""
-    return f"{_HOST}:{os.getpid()}:{_start_time(os.getpid())}"
-
-
-def _owner(tag: str | None) -> tuple[str, str, str]:
-    return tuple(([""] * 3 + str(tag or "").rsplit(":", 2))[-3:])  # type: ignore[return-value]
-
-
-def owner_alive(tag: str | None, *, count_self: bool = False) -> bool:
-    """True when ``tag`` (:func:`owner_tag`) names a process on this host that still runs: the same
-    pid with the same start time (a reused pid is not it). False for another host's (it cannot be
-    checked from here), units marked before owners were recorded and, unless ``count_self``, this
-    process."""
-    host, pid, start = _owner(tag)
-    if host != _HOST or not pid.isdigit() or not start:
-        return False
-    if int(pid) == os.getpid():
-        return count_self
-    return _start_time(int(pid)) == start
-
-
-def abandoned(m: dict[str, Any]) -> bool:
-    """True for a manifest marked running whose running units were all taken by processes of this
-    host that are gone (killed without a chance to say so): the run is in fact interrupted."""
-    owners = [u.get("owner") for u in m["units"].values() if u.get("status") == "running"]
-    if m.get("status") != "running" or not owners:
-        return False
-    here = all(_owner(t)[0] == _HOST and _owner(t)[2] for t in owners)
-    return here and not any(owner_alive(t, count_self=True) for t in owners)
 
 
 def _alive(pid: int) -> bool:
@@ -162,9 +120,16 @@ class Run:
         self._update(lambda m: m.__setitem__("featured", bool(on)))
 
     def set_status(self, status: str) -> None:
+        """Set the run's status; any other than "running" also ends its ownership by a process."""
         if status not in RUN_STATUSES:
             raise StoreError(f"run status {status!r} is not one of {', '.join(RUN_STATUSES)}")
-        self._update(lambda m: m.__setitem__("status", status))
+
+        def change(m: dict[str, Any]) -> None:
+            m["status"] = status
+            if status != "running":
+                m.pop("owner", None)
+
+        self._update(change)
 
     def _unit(self, m: dict[str, Any], unit: str) -> dict[str, Any]:
         return mf.unit_entry(m, unit, self.run_id)
@@ -182,7 +147,16 @@ class Run:
     def start_unit(self, unit: str) -> None:
         """Mark ``unit`` running (attempts + 1) and clear tables an earlier attempt left behind."""
 
-        self._update(lambda m: mf.mark_running(self._unit(m, unit), owner_tag()))
+        def change(m: dict[str, Any]) -> None:
+            u = self._unit(m, unit)
+            if u["status"] == "running" and owner_alive(u.get("owner")):
+                raise StoreError(
+                    f"unit {unit!r} of run {self.run_id!r} is being trained by process {parse(u['owner'])[1]} "
+                    "on this machine; it is not started a second time"
+                )
+            mf.mark_running(u, owner_tag())
+
+        self._update(change)
         d = self._unit_dir(unit)
         if d.is_dir():
             for f in d.glob("*.parquet"):
@@ -383,6 +357,12 @@ class Run:
                 shutil.copytree(self.path, tmp / self.run_id, ignore=ignore)
             if not texts:
                 _drop_texts(tmp / self.run_id)
+            for u in m["units"].values():  # the copy is nobody's work in progress
+                if u.get("status") == "running":
+                    u["status"] = "pending"
+                u.pop("owner", None)
+            if m.pop("owner", None) is not None and m.get("status") == "running":
+                m["status"] = "interrupted"
             m["copied_from"] = {
                 "run_id": self.run_id,
                 "at": mf.now(),

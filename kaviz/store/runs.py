@@ -33,7 +33,8 @@ from kaviz.store import atomic
 from kaviz.store import manifest as mf
 from kaviz.store.manifest import StoreError
 from kaviz.store.manifest import valid_name as _name
-from kaviz.store.run import LOG, MANIFEST, Run, RunExistsError, abandoned, owner_alive
+from kaviz.store.owner import abandoned, owner_alive, owner_tag, parse
+from kaviz.store.run import LOG, MANIFEST, Run, RunExistsError
 
 LIST_COLUMNS = [
     "run_id",
@@ -137,6 +138,8 @@ class RunStore:
                     f"run {run_id!r} already exists in {self.root}; pass --resume to continue it or choose another name"
                 )
             return self._resume(run_id, config, planned, frozenset(extend))
+        if extend:
+            raise StoreError(f"there is no run {run_id!r} in {self.root} to extend (check the name and --out)")
         return self._create(run_id, path, config, planned)
 
     def _create(self, run_id: str, path: Path, config: dict, planned: dict[str, dict]) -> Run:
@@ -144,7 +147,7 @@ class RunStore:
         tmp = Path(tempfile.mkdtemp(prefix=f"{atomic.TMP_PREFIX}{run_id}.", dir=self.root))
         try:
             os.chmod(tmp, 0o755)
-            manifest = mf.new_manifest(run_id, config, planned)
+            manifest = {**mf.new_manifest(run_id, config, planned), "owner": owner_tag()}
             atomic.write_json(tmp / MANIFEST, manifest)
             atomic.append_line(
                 tmp / LOG, f"{manifest['created']} created run {run_id} with {len(planned)} units planned"
@@ -165,6 +168,12 @@ class RunStore:
         grown: list[str] = []
 
         def change(m: dict[str, Any]) -> tuple[list[str], list[str]]:
+            if owner_alive(m.get("owner")):
+                raise StoreError(
+                    f"run {run_id!r} in {self.root} is being run right now by process {parse(m['owner'])[1]} "
+                    "on this machine. Wait for it to finish, or stop it (Ctrl-C in its terminal, or Stop on the "
+                    "app's New run page if it was launched there), then resume"
+                )
             diffs, fixed = mf.split_diff(m["config"], config, extend)
             if fixed:
                 may = f" (only {', '.join(sorted(extend))} may change when extending)" if extend else ""
@@ -184,13 +193,12 @@ class RunStore:
                 grown.extend(diffs)
             added, reset, busy = mf.merge_plan(m, planned, lambda u: owner_alive(u.get("owner")))
             if busy:
-                pid = str(m["units"][busy[0]].get("owner")).rsplit(":", 2)[-2]
                 raise StoreError(
                     f"run {run_id!r} in {self.root} is being trained right now: {', '.join(busy)} by process "
-                    f"{pid} on this machine. Wait for it to finish, or stop it (Ctrl-C, or Stop in the app's "
-                    "New run page), then resume"
+                    f"{parse(m['units'][busy[0]].get('owner'))[1]} on this machine. Wait for it to finish, or stop "
+                    "it (Ctrl-C in its terminal, or Stop on the app's New run page if it was launched there), then resume"
                 )
-            m["status"] = "running"
+            m["status"], m["owner"] = "running", owner_tag()
             return added, reset
 
         added, reset = run._update(change)
