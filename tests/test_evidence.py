@@ -194,3 +194,70 @@ def test_reference_levels_name_the_score_metric(tmp_path):
     assert evidence.score_metric(m) == "accuracy"
     levels = evidence.reference_levels(m, run.unit_table("predictions"), "score")
     assert levels == {"fine-tuned teacher": 0.9, "constant answer": 0.7}
+
+
+def test_overtakes_reads_every_budget_either_method_has():
+    """Knowledge-aware has no unit at budget 1, where gradual magnitude may lead: the streak starts
+    again after it; a baseline never ahead gives the first budget; ties are not ahead."""
+    rows = [("ka", 0.25, 0.70), ("ka", 0.5, 0.80), ("ka", 2.0, 0.90)]
+    rows += [("gm", 0.25, 0.60), ("gm", 0.5, 0.70), ("gm", 1.0, 0.95), ("gm", 2.0, 0.80)]
+    t = pd.DataFrame([{"metric": "accuracy", "sparsity": 0.9, "method": m, "budget": b, "mean": v} for m, b, v in rows])
+    assert evidence.overtakes(t, "ka", "gm", 0.9, "accuracy") == 2.0
+    full = pd.concat([t, t.iloc[[0]].assign(budget=1.0, mean=0.96)], ignore_index=True)
+    assert evidence.overtakes(full, "ka", "gm", 0.9, "accuracy") == 0.25
+    tie = full.assign(mean=0.5)
+    assert evidence.overtakes(tie, "ka", "gm", 0.9, "accuracy") is None
+
+
+def test_a_unit_scored_on_other_dev_labels_gets_no_interval(tmp_path):
+    """Every unit's predictions must be on the first unit's dev examples: a table of another length
+    or with other labels is not stacked against them (no crash, no silent mis-scoring); the unit
+    keeps its stored score with no interval."""
+    y = np.array([0, 1] * 50)
+    other = np.array([1, 0] * 50)  # the same length, other labels (another order)
+    rows = [
+        ("finetuned", "finetuned", "finetuned", 0.0, 42, None, 1.0, (y, y)),
+        ("pruned_ka_s0.9_seed42", "pruned", "ka", 0.9, 42, None, 1.0, (other, other)),
+        ("pruned_gm_s0.9_seed42", "pruned", "gm", 0.9, 42, None, 0.9, (y[:90], y[:90])),
+    ]
+    s = evidence.summary(_run_with_units(tmp_path, rows), ("accuracy",), n_boot=100).set_index("method")
+    assert s.loc["ka", "mean"] == 1.0 and math.isnan(s.loc["ka", "low"]) and math.isnan(s.loc["ka", "above_low"])
+    assert s.loc["gm", "mean"] == 0.9 and math.isnan(s.loc["gm", "low"])
+    run = RunStore(tmp_path).open_run("r")
+    assert evidence.difference(run, "ka", "gm", 0.9, None, "accuracy") is None
+
+
+def test_multiclass_f1_and_matthews_take_the_reference_implementation():
+    y = np.array([0, 1, 2, 2, 1, 0, 2, 1, 0, 0])
+    p = np.array([0, 2, 2, 2, 1, 0, 1, 1, 0, 2])
+    assert evidence.metric_value("matthews", p, y) == pytest.approx(METRICS["matthews"](p, y))
+    lo = evidence.bootstrap([p], y, "matthews", n_boot=50)
+    assert lo[0] == pytest.approx(METRICS["matthews"](p, y))
+
+
+def test_the_report_says_what_it_could_not_test():
+    """No stored predictions: the separation table shows no number and says why, the goal check
+    names no interval overlap, and a method without budget units is "not measured"."""
+    import importlib.util
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    spec = importlib.util.spec_from_file_location("evidence_bench", root / "benchmarks" / "evidence.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    nan = math.nan
+    base = {"stage": "pruned", "metric": "accuracy", "seeds": 1, "teacher": 0.9, "constant": 0.5, "of_teacher": nan}
+    base |= {"low": nan, "high": nan, "above": nan, "above_low": nan, "above_high": nan}
+    base |= {"examples_seen": 100.0, "train_seconds": 1.0}
+    s = pd.DataFrame(
+        [base | {"method": m, "sparsity": 0.95, "budget": 2.0, "mean": v}
+         for m, v in (("knowledge-aware", 0.85), ("gradual-magnitude", 0.80), ("small-dense", 0.82))]
+        + [base | {"method": "knowledge-aware", "sparsity": 0.95, "budget": 1.0, "mean": 0.8}]
+    )  # fmt: skip
+    sep = bench.separation_section(s, ["accuracy"], 2.0)
+    assert "nan" not in sep and "– (no stored predictions)" in sep
+    assert "- knowledge-aware: accuracy not tested (no stored predictions)." in sep
+    goal = "\n".join(bench.goal_check(s, "accuracy", 0.95, 2.0))
+    assert "not known" in goal and "overlap" not in goal and "has no interval to compare" in goal
+    curves = bench.budget_section(s, "accuracy")
+    assert "knowledge-aware vs gradual-magnitude at 95% (means): ahead from a budget of 2 epochs" in curves

@@ -305,6 +305,23 @@ def test_ordering_states_the_paired_interval_of_each_difference():
     assert close.numbers["claim_holds"] == 1.0  # the means still order them; the words say how firmly
 
 
+def test_ordering_does_not_speak_for_a_difference_it_has_no_interval_for():
+    """Predictions at 90% only: the 95% difference (gradual ahead by 0.5) is tested on the means but
+    has no interval, so the sentence does not call every difference outside noise."""
+    n = 200
+    y = [i % 2 for i in range(n)]
+    wrong = lambda idx: [1 - v if i in idx else v for i, v in enumerate(y)]  # noqa: E731
+    p = unit_predictions(
+        {f"pruned_{KA}_s0.9_seed1": wrong(set(range(20))), f"pruned_{SD}_s0.9_seed1": wrong(set(range(32)))}
+        | {"finetuned": y},
+        y,
+    )
+    m = metrics(("finetuned", 0.0, 1.0), (KA, 0.9, 0.90), (SD, 0.9, 0.84), (KA, 0.95, 0.800), (SD, 0.95, 0.805))
+    f = rule(fd.method_ordering, m, p=p)
+    assert "every difference outside noise" not in f.text and "separated" not in f.numbers
+    assert "1 of 2 differences have no interval (no stored dev predictions)" in f.text
+
+
 def test_ordering_without_the_claim_method_or_a_second_method():
     f = rule(fd.method_ordering, metrics(("finetuned", 0.0, 0.9), (GM, 0.9, 0.8), (OS, 0.9, 0.6)))
     assert f.text.endswith("is not tested in this run.") and "claim_holds" not in f.numbers

@@ -93,13 +93,16 @@ def method_ordering(t: Tables) -> Finding | None:
         return Finding("method_ordering", text + f" is not tested in this run{why}.", numbers, SCORE_PAGE)
     numbers["claim_holds"] = float(not broken)
     verdict = f"does not hold in this run: {'; '.join(broken)}" if broken else f"holds in this run ({'; '.join(held)})"
-    if noise:
+    tested = len(held) + len(broken)
+    if noise and any(noise):
+        verdict += (
+            ". Where the interval of a difference includes 0, the run cannot tell the methods apart: "
+            "more seeds or dev examples would"
+        )
+    elif noise and len(noise) == tested:
+        verdict += ", every difference outside noise (paired bootstrap over dev examples and seeds)"
+    if noise and len(noise) < tested:
+        verdict += f"; {tested - len(noise)} of {tested} differences have no interval (no stored dev predictions)"
+    if noise and (any(noise) or len(noise) == tested):
         numbers["separated"] = float(not any(noise))
-        if any(noise):
-            verdict += (
-                ". Where the interval of a difference includes 0, the run cannot tell the methods apart: "
-                "more seeds or dev examples would"
-            )
-        else:
-            verdict += ", every difference outside noise (paired bootstrap over dev examples and seeds)"
     return Finding("method_ordering", f"{text} {verdict}.", numbers, SCORE_PAGE, severity=WARNING if broken else INFO)

@@ -31,8 +31,10 @@ CLASS_METRICS = ("accuracy", "f1", "matthews")
 # ----- metrics over many resamples at once ------------------------------------------------------------
 
 
-def _batched(metric: str) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
-    """``f(pred, y) -> (B,)`` for ``pred``, ``y`` of shape (B, n): the metric of every resample row."""
+def _batched(metric: str, binary: bool = True) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
+    """``f(pred, y) -> (B,)`` for ``pred``, ``y`` of shape (B, n): the metric of every resample row.
+    F1 and MCC are vectorised for two classes (1 positive); ``binary=False`` takes the reference
+    implementation of :mod:`kaviz.data.base` row by row."""
 
     def accuracy(p: np.ndarray, y: np.ndarray) -> np.ndarray:
         return (p == y).mean(axis=1)
@@ -55,7 +57,7 @@ def _batched(metric: str) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
         return np.divide(tp * tn - fp * fn, den, out=np.zeros_like(den), where=den > 0)
 
     fast = {"accuracy": accuracy, "f1": f1, "matthews": matthews}
-    if metric in fast:
+    if metric == "accuracy" or (metric in fast and binary):
         return fast[metric]
     if metric not in METRICS:
         raise ValueError(f"unknown metric {metric!r}; known: {', '.join(METRICS)}")
@@ -63,9 +65,15 @@ def _batched(metric: str) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
     return lambda p, y: np.array([one(pi, yi) for pi, yi in zip(p, y, strict=True)])
 
 
+def _binary(*arrays: np.ndarray) -> bool:
+    """True when every value is 0 or 1 (the vectorised F1 and MCC hold there)."""
+    return all(np.isin(np.unique(a), (0, 1)).all() for a in arrays)
+
+
 def metric_value(metric: str, pred: np.ndarray, y: np.ndarray) -> float:
     """The metric of one prediction vector (the same numbers as :mod:`kaviz.data.base`)."""
-    return float(_batched(metric)(np.asarray(pred)[None, :], np.asarray(y)[None, :])[0])
+    pred, y = np.asarray(pred), np.asarray(y)
+    return float(_batched(metric, _binary(y, pred))(pred[None, :], y[None, :])[0])
 
 
 def constant_answer(metric: str, labels: np.ndarray) -> tuple[float, float]:
@@ -119,7 +127,7 @@ def bootstrap(
     p = np.stack([np.asarray(x) for x in preds])  # (k, n)
     if p.shape[1] != len(y):
         raise ValueError(f"predictions have {p.shape[1]} examples but there are {len(y)} labels")
-    f = _batched(metric)
+    f = _batched(metric, _binary(y, p))
     point = float(f(p, np.broadcast_to(y, p.shape)).mean())
     rng = np.random.default_rng(seed)
     k, n = p.shape
@@ -157,7 +165,7 @@ def paired_difference(
     pb = np.stack([np.asarray(x) for x in preds_b])  # (kb, n)
     if pa.shape[1] != len(y) or pb.shape[1] != len(y):
         raise ValueError(f"predictions have {pa.shape[1]} and {pb.shape[1]} examples but there are {len(y)} labels")
-    f = _batched(metric)
+    f = _batched(metric, _binary(y, pa, pb))
     point = float(f(pa, np.broadcast_to(y, pa.shape)).mean() - f(pb, np.broadcast_to(y, pb.shape)).mean())
     rng = np.random.default_rng(seed)
     n = len(y)
@@ -202,6 +210,12 @@ def unit_results(run, metrics: tuple[str, ...] = ("accuracy", "f1", "matthews", 
     return rows[[*RESULT_COLUMNS, "stage", "unit", "examples_seen", "train_seconds"]].reset_index(drop=True)
 
 
+def _same_labels(pred: pd.DataFrame | None, labels: np.ndarray | None) -> bool:
+    """True when a unit's predictions table scores the same dev examples, in the same order, as
+    ``labels``; a unit whose table does not is treated as one without predictions."""
+    return pred is not None and labels is not None and np.array_equal(pred.label.to_numpy(), labels)
+
+
 def _predictions(run) -> dict[str, pd.DataFrame]:
     t = run.unit_table("predictions")
     if t.empty:
@@ -228,7 +242,9 @@ def summary(
     MRPC's 408 pairs a student at 72.1 [67.6, 76.2] accuracy, whose interval includes the constant
     68.4, is +3.7 [+1.2, +6.4] above it paired.
 
-    Needs the units' ``predictions`` tables (runs made before they were stored give NaN intervals).
+    Needs the units' ``predictions`` tables (runs made before they were stored give NaN intervals),
+    all on the dev examples of the first: a unit whose table holds other labels or another order
+    counts as one without (its stored score is shown, with no interval).
     """
     res = unit_results(run)
     if res.empty:
@@ -245,7 +261,7 @@ def summary(
             if gm.empty:
                 continue
             units = list(dict.fromkeys(gm.unit))
-            have = [preds[u].prediction.to_numpy() for u in units if u in preds]
+            have = [preds[u].prediction.to_numpy() for u in units if _same_labels(preds.get(u), labels)]
             if len(have) == len(units) and labels is not None:
                 mean, lo, hi = bootstrap(have, labels, metric, n_boot=n_boot, level=level, seed=seed)
             else:
@@ -290,32 +306,33 @@ def difference(
     stored predictions; None when either side has no unit with predictions."""
     res = unit_results(run, (metric,))
     preds = _predictions(run)
+    if not preds:
+        return None
+    labels = next(iter(preds.values())).label.to_numpy()
     sides = []
     for method in (method_a, method_b):
         g = res[(res.stage == "pruned") & (res.method == method) & np.isclose(res.sparsity, sparsity)]
         g = g[g.budget.isna()] if budget is None else g[np.isclose(g.budget, budget)]
-        units = [u for u in dict.fromkeys(g.unit) if u in preds]
+        units = [u for u in dict.fromkeys(g.unit) if _same_labels(preds.get(u), labels)]
         if not units:
             return None
         sides.append([preds[u].prediction.to_numpy() for u in units])
-    labels = preds[next(iter(dict.fromkeys(res.unit[res.unit.isin(preds)])))].label.to_numpy()
     d, lo, hi = paired_difference(sides[0], sides[1], labels, metric, n_boot=n_boot)
     return d, lo, hi, len(sides[0]), len(sides[1])
 
 
 def overtakes(table: pd.DataFrame, method: str, baseline: str, sparsity: float, metric: str) -> float | None:
-    """The smallest budget from which ``method``'s mean beats ``baseline``'s at that budget and every
-    larger one (both measured there), from a :func:`summary` table; None if it never does."""
+    """The smallest budget from which ``method``'s mean beats ``baseline``'s at that budget and at
+    every larger budget either was measured at (a budget only one of them has ends the streak: it
+    cannot say who leads there), from a :func:`summary` table; None if it never does. Means only:
+    each budget's interval is the table's to show."""
     t = table[(table.metric == metric) & np.isclose(table.sparsity, sparsity) & table.budget.notna()]
     a = t[t.method == method].set_index("budget")["mean"]
     b = t[t.method == baseline].set_index("budget")["mean"]
-    budgets = sorted(set(a.index) & set(b.index))
     first = None
-    for bud in budgets:
-        if a[bud] > b[bud]:
-            first = bud if first is None else first
-        else:
-            first = None
+    for bud in sorted(set(a.index) | set(b.index)):
+        ahead = bud in a.index and bud in b.index and a[bud] > b[bud]
+        first = (bud if first is None else first) if ahead else None
     return first
 
 
