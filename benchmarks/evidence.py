@@ -1,4 +1,4 @@
-"""Issue 10's evidence: the SST-2 showcase with budget curves, and MRPC at the paper's budget.
+"""Issue 10's evidence: the SST-2 showcase with budget curves, and MRPC at the paper's epochs.
 
     python benchmarks/evidence.py                       # run both configs (resumable), then report
     python benchmarks/evidence.py --tasks sst2          # one of them
@@ -44,7 +44,8 @@ THREE = ("knowledge-aware", "gradual-magnitude", "small-dense")
 #: The paper's released MRPC checkpoints (../shared/PAPER.md): BERT-base teacher and its 95%-sparse
 #: student, dev accuracy / F1; 5% of BERT-base's 84.9M encoder linear weights; 12 epochs of 3,668 pairs.
 PAPER_MRPC = {"teacher": {"accuracy": 0.8676, "f1": 0.9078}, "student": {"accuracy": 0.8627, "f1": 0.9054}}
-PAPER_NONZERO, PAPER_EXAMPLES = 0.05 * 12 * (4 * 768 * 768 + 2 * 768 * 3072), 12 * 3668
+# The official MRPC command trains on TinyBERT-augmented pairs: "MRPC (1 epoch = 7051 steps)" of batch 32.
+PAPER_NONZERO, PAPER_EXAMPLES = 0.05 * 12 * (4 * 768 * 768 + 2 * 768 * 3072), 12 * 7051 * 32
 
 
 def run_config(task: str, out: Path, unit_parallel: int, sets: list[str]) -> None:
@@ -297,7 +298,8 @@ def diagnosis_section(diags: list[pd.DataFrame]) -> str:
         "(attention / hidden states / prediction; – for cross-entropy training) and of their gradients on "
         "the trained student's kept weights (64 training examples; – where the unit's weights were not kept). "
         "The paper's row is its "
-        "released MRPC checkpoints (../shared/PAPER.md).\n\n" + md_table(header, rows) + "\n"
+        "released MRPC checkpoints (../shared/PAPER.md); their examples are the official command's "
+        "TinyBERT-augmented pairs (12 epochs of 7,051 steps of 32).\n\n" + md_table(header, rows) + "\n"
     )
 
 

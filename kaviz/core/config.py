@@ -136,6 +136,17 @@ class PruningConfig:
         "knowledge-aware distillation after shrinking. 0 = none.",
         default=0,
     )
+    warmup_ratio: float | None = _help(
+        "Students: linear warm-up over this fraction of their steps, then constant; unset takes "
+        "`training.warmup_ratio` (what kaviz did before this field). The paper's code: 0, a constant lr.",
+        default=None,
+    )
+    optimizer: Literal["adamw", "bertadam"] = _help(
+        "Students: 'adamw' (torch AdamW, bias-corrected, eps 1e-8) or 'bertadam', the paper's code's optimizer "
+        "(BERT's Adam: no bias correction, eps 1e-6, each parameter's gradient clipped to norm 1, decoupled "
+        "weight decay).",
+        default="adamw",
+    )
     movement_distill: bool = _help(
         "movement: train with the knowledge-aware distillation losses instead of cross-entropy.", default=False
     )
@@ -152,7 +163,17 @@ class DistillConfig:
     temperature: float = _help("Temperature of the soft cross-entropy on logits.", default=1.0)
     alpha_att: float = _help("Weight of the attention-score MSE.", default=1.0)
     alpha_hid: float = _help("Weight of the hidden-state MSE.", default=1.0)
-    alpha_pred: float = _help("Weight of the prediction loss.", default=1.0)
+    alpha_pred: float = _help(
+        "Weight of the prediction loss (a soft cross-entropy summed over classes; the paper's code averages it "
+        "over classes too: alpha_pred 0.5 on a two-class task matches it).",
+        default=1.0,
+    )
+    projection: Literal["linear", "none"] = _help(
+        "Hidden-state loss: 'linear' sends student states through a learnable projection (identity at start) "
+        "before the MSE; 'none' compares them directly, as the paper's code does when pruning (a student "
+        "narrower than its teacher, small-dense, keeps its projection).",
+        default="linear",
+    )
 
 
 @dataclass

@@ -105,6 +105,7 @@ def finetune(ctx: Context, seed: int) -> Outcome:
         loss_fn=ce_loss,
         seed=seed,
         desc="fine-tune teacher",
+        student=False,
         should_stop=stop,
     )
     info: dict = {}

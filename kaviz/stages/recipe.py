@@ -26,9 +26,23 @@ class Outcome:
     info: dict = field(default_factory=dict)
 
 
-def train(ctx: Context, model: nn.Module, *, lr: float, steps: int, loss_fn, seed: int, desc: str, **kw) -> TrainResult:
+def train(
+    ctx: Context,
+    model: nn.Module,
+    *,
+    lr: float,
+    steps: int,
+    loss_fn,
+    seed: int,
+    desc: str,
+    student: bool = True,
+    **kw,
+) -> TrainResult:
+    """Train ``model`` on the task's training batches; a student (not the teacher's fine-tuning)
+    takes ``pruning.warmup_ratio`` and ``pruning.optimizer``."""
     torch.manual_seed(seed)
-    tr = ctx.cfg.training
+    tr, p = ctx.cfg.training, ctx.cfg.pruning
+    warmup = p.warmup_ratio if student and p.warmup_ratio is not None else tr.warmup_ratio
     return train_loop(
         model,
         ctx.train_loader(seed),
@@ -37,7 +51,8 @@ def train(ctx: Context, model: nn.Module, *, lr: float, steps: int, loss_fn, see
         loss_fn=loss_fn,
         device=ctx.device,
         weight_decay=tr.weight_decay,
-        warmup_ratio=tr.warmup_ratio,
+        warmup_ratio=warmup,
+        optimizer=p.optimizer if student else "adamw",
         desc=desc,
         progress=ctx.progress,
         precision=tr.precision,

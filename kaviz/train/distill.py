@@ -90,14 +90,19 @@ class DistillLoss(nn.Module):
         alpha_hid: float = 1.0,
         alpha_pred: float = 1.0,
         regression: bool = False,
+        projection: str = "linear",
     ):
         super().__init__()
         self.map = layer_map(n_student_layers, n_teacher_layers)
-        self.projection = nn.Linear(d_student, d_teacher)
-        with torch.no_grad():
-            nn.init.zeros_(self.projection.bias)
-            if d_student == d_teacher:
-                self.projection.weight.copy_(torch.eye(d_teacher))
+        self.projection: nn.Module
+        if projection == "none" and d_student == d_teacher:  # the paper's code when pruning: states as they are
+            self.projection = nn.Identity()
+        else:
+            self.projection = nn.Linear(d_student, d_teacher)
+            with torch.no_grad():
+                nn.init.zeros_(self.projection.bias)
+                if d_student == d_teacher:
+                    self.projection.weight.copy_(torch.eye(d_teacher))
         self.temperature, self.regression = temperature, regression
         self.alpha_att, self.alpha_hid, self.alpha_pred = alpha_att, alpha_hid, alpha_pred
 
@@ -127,6 +132,7 @@ def distill_objective(
         cfg.alpha_hid,
         cfg.alpha_pred,
         regression=regression,
+        projection=cfg.projection,
     ).to(device)
     teacher.to(device).eval()
 

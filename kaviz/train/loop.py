@@ -25,6 +25,8 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
+from kaviz.train.bertadam import BertAdam
+
 LossFn = Callable[[nn.Module, dict], dict[str, torch.Tensor]]
 
 
@@ -142,8 +144,10 @@ def train_loop(
     precision: str = "fp32",
     accelerator: Any = None,
     should_stop: Callable[[int], bool] | None = None,
+    optimizer: str = "adamw",
 ) -> TrainResult:
-    """Run ``steps`` AdamW steps (linear warm-up, then constant lr, as the paper).
+    """Run ``steps`` optimizer steps (linear warm-up over ``warmup_ratio`` of them, then constant lr);
+    ``optimizer``: "adamw" (torch) or "bertadam" (the paper's code, :mod:`kaviz.train.bertadam`).
 
     ``groups``: optimizer groups with their own settings (parameters of ``extra_modules`` that
     train at another learning rate, e.g. movement scores); the rest get the default two groups.
@@ -157,7 +161,13 @@ def train_loop(
     """
     objective = _Objective(model, list(extra_modules), loss_fn).to(device).train()
     fused = device.type in ("cpu", "cuda")  # one kernel per step instead of a dozen per parameter group
-    opt = torch.optim.AdamW(param_groups([objective], weight_decay, groups), lr=lr, fused=fused)
+    groups_ = param_groups([objective], weight_decay, groups)
+    if optimizer == "bertadam":
+        opt: torch.optim.Optimizer = BertAdam(groups_, lr=lr, weight_decay=weight_decay)
+    elif optimizer == "adamw":
+        opt = torch.optim.AdamW(groups_, lr=lr, fused=fused)
+    else:
+        raise ValueError(f"optimizer {optimizer!r} is not 'adamw' or 'bertadam'")
     warm = int(steps * warmup_ratio)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / warm) if warm else 1.0)
     step_fn: nn.Module = objective
