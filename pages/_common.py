@@ -118,11 +118,9 @@ def curve(folder: str, run_id: str, updated: str, metric: str, spread: str) -> p
     return ui_data.sparsity_curve_table(run_metrics(folder, run_id, updated), metric, spread)
 
 
-@st.cache_data(show_spinner="Bootstrapping intervals…", max_entries=32)
-def score_intervals(folder: str, run_id: str, updated: str, metric: str) -> pd.DataFrame | None:
-    """95% bootstrap intervals (dev examples and seeds, 1000 resamples) of ``metric`` per (stage,
-    method, sparsity) at the main budget: stage, method, sparsity, low, high; None without predictions."""
-
+def _intervals(folder: str, run_id: str, updated: str, metric: str):
+    """(run, evidence.summary of ``metric`` with 1000 resamples, scores shown ×100), or None for a
+    run without stored predictions or a metric without intervals."""
     run = RunStore(folder).open_run(run_id)
     metrics = run_metrics(folder, run_id, updated)
     name = evidence.score_metric(metrics) if metric == "score" else metric
@@ -131,23 +129,28 @@ def score_intervals(folder: str, run_id: str, updated: str, metric: str) -> pd.D
     table = evidence.summary(run, (name,), n_boot=1000)
     if table.empty:
         return None
-    table = schema.shown_scores(table, columns=("mean", "low", "high", "teacher", "constant"))
+    return run, schema.shown_scores(table, columns=("mean", "low", "high", "teacher", "constant"))
+
+
+@st.cache_data(show_spinner="Bootstrapping intervals…", max_entries=32)
+def score_intervals(folder: str, run_id: str, updated: str, metric: str) -> pd.DataFrame | None:
+    """95% bootstrap intervals (dev examples and seeds) of ``metric`` per (stage, method, sparsity) at
+    the main budget: stage, method, sparsity, low, high; None without predictions."""
+    got = _intervals(folder, run_id, updated, metric)
+    if got is None:
+        return None
+    run, table = got
     return ui_data.at_main_budget(table, run.config).drop(columns=["metric"])
 
 
 @st.cache_data(show_spinner="Bootstrapping intervals…", max_entries=32)
 def budget_intervals(folder: str, run_id: str, updated: str, metric: str) -> pd.DataFrame | None:
-    """95% bootstrap intervals (dev examples and seeds, 1000 resamples) of ``metric`` per (method,
-    sparsity, budget) of the budget units: method, sparsity, budget, low, high; None without predictions."""
-    run = RunStore(folder).open_run(run_id)
-    metrics = run_metrics(folder, run_id, updated)
-    name = evidence.score_metric(metrics) if metric == "score" else metric
-    if name is None or run.unit_table("predictions").empty:
+    """95% bootstrap intervals (dev examples and seeds) of ``metric`` per (method, sparsity, budget)
+    of the budget units: method, sparsity, budget, low, high; None without predictions."""
+    got = _intervals(folder, run_id, updated, metric)
+    if got is None:
         return None
-    table = evidence.summary(run, (name,), n_boot=1000)
-    if table.empty:
-        return None
-    table = schema.shown_scores(table, columns=("mean", "low", "high"))
+    table = got[1]
     return table[(table.stage == "pruned") & table.budget.notna()][["method", "sparsity", "budget", "low", "high"]]
 
 

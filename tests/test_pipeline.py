@@ -90,20 +90,22 @@ def test_resume_finished_run_does_nothing(tiny_run):
     assert (run.units().attempts == 1).all()
 
 
+def run_made_before_precision(store: RunStore, cfg: RunConfig) -> None:
+    """Run ``cfg`` and drop training.precision from its stored config, as a kaviz before that field wrote it."""
+    Pipeline(cfg, store, progress=False).run()
+    path = store.open_run(cfg.name).path / "manifest.json"
+    m = json.loads(path.read_text())
+    del m["config"]["training"]["precision"]
+    path.write_text(json.dumps(m))
+
+
 def test_resume_a_run_made_before_new_config_fields(tmp_path):
     """A run whose stored config lacks fields added since (here: training.precision) resumes when
     those fields hold their defaults; a real difference is still refused."""
-    import json as _json
-
     from kaviz.store import StoreError
 
-    store = RunStore(tmp_path)
-    cfg = tiny_config(methods=["oneshot-magnitude"], sparsities=[0.5])
-    Pipeline(cfg, store, progress=False).run()
-    path = store.open_run("t").path / "manifest.json"
-    m = _json.loads(path.read_text())
-    del m["config"]["training"]["precision"]
-    path.write_text(_json.dumps(m))
+    store, cfg = RunStore(tmp_path), tiny_config(methods=["oneshot-magnitude"], sparsities=[0.5])
+    run_made_before_precision(store, cfg)
     run = Pipeline(cfg, store, resume=True, progress=False).run()
     assert run.status == "complete" and (run.units().attempts == 1).all()
     changed = RunConfig.from_dict({**cfg.to_dict(), "training": {**cfg.to_dict()["training"], "precision": "bf16"}})
@@ -148,15 +150,8 @@ def test_extend_trains_only_the_new_units(tmp_path, capsys):
 def test_extend_a_run_made_before_new_config_fields(tmp_path):
     """An older run's stored config lacks a field added since (here training.precision): --extend
     still adds the new sparsity's units, and the stored config keeps its own fields."""
-    import json as _json
-
-    store = RunStore(tmp_path)
-    cfg = tiny_config(methods=["oneshot-magnitude"], sparsities=[0.5])
-    Pipeline(cfg, store, progress=False).run()
-    path = store.open_run("t").path / "manifest.json"
-    m = _json.loads(path.read_text())
-    del m["config"]["training"]["precision"]
-    path.write_text(_json.dumps(m))
+    store, cfg = RunStore(tmp_path), tiny_config(methods=["oneshot-magnitude"], sparsities=[0.5])
+    run_made_before_precision(store, cfg)
     bigger = tiny_config(methods=["oneshot-magnitude"], sparsities=[0.5, 0.9])
     run = Pipeline(bigger, store, extend=True, progress=False).run()
     assert run.status == "complete" and "pruned_oneshot-magnitude_s0.9_seed42" in set(run.units().unit)
