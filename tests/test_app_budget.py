@@ -164,6 +164,7 @@ def test_budget_page_draws_bootstrap_intervals_by_default(app, runs_dir):
     s = s[(s.method == "knowledge-aware") & (s.sparsity == 0.9) & s.budget.notna()].sort_values("budget")
     assert list(band.y) == pytest.approx([100 * v for v in (*s.high, *s.low[::-1])])  # shown ×100
     assert (s.high > s.low).all() and len(s) == 4
+    assert band.mode == "lines" and band.fill == "toself"  # a shaded area: no stray vertex markers
     app.radio(key="budget_band").set_value("seed range").run()
     assert not app.exception
     score, _ = figures(app)

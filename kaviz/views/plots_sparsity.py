@@ -91,6 +91,7 @@ def seed_band(x: pd.Series, lo: pd.Series, hi: pd.Series, color: str, name: str,
     return go.Scatter(
         x=[*x, *x[::-1]],
         y=[*hi, *lo[::-1]],
+        mode="lines",  # plotly's default for a few points adds markers, in the colorway's colours
         fill="toself",
         fillcolor=_rgba(color, 0.18),
         line={"width": 0},
