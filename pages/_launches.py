@@ -23,24 +23,16 @@ def show(s: launcher.LaunchStatus) -> None:
     with st.container(border=True):
         c = st.columns([5, 1], vertical_alignment="center")
         c[0].markdown(f"**{s.name}** · {s.state}" + (" (resumed)" if s.resume else "") + f" · `{s.folder}`")
-        if s.alive:
-            c[1].button(
-                "Stop",
-                key=f"newrun_stop_{key}",
-                icon=":material/stop:",
-                on_click=launcher.stop,
-                args=(s.folder, s.name),
-                kwargs={"timeout": 5},
-            )
-        else:
-            c[1].button(
-                "Dismiss",
-                key=f"newrun_dismiss_{key}",
-                icon=":material/close:",
-                on_click=launcher.dismiss,
-                args=(s.folder, s.name),
-                help="Forget this launch here (its run folder, if any, stays)",
-            )
+        stop = s.alive  # a running launch can be stopped; a finished one dismissed from this list
+        c[1].button(
+            "Stop" if stop else "Dismiss",
+            key=f"newrun_{'stop' if stop else 'dismiss'}_{key}",
+            icon=":material/stop:" if stop else ":material/close:",
+            on_click=launcher.stop if stop else launcher.dismiss,
+            args=(s.folder, s.name),
+            kwargs={"timeout": 5} if stop else None,
+            help=None if stop else "Forget this launch here (its run folder, if any, stays)",
+        )
         unit = f" · now: {s.current_unit}" if s.current_unit and s.phase == "training" else ""
         eta = _minutes(s.eta_seconds) if s.phase == "training" else ""
         st.progress(s.fraction, text=f"Training: {s.units_done}/{s.units_total} units{unit}{eta}")
