@@ -134,3 +134,23 @@ def test_a_pattern_leaves_other_methods_free_and_the_defaults_are_the_papers():
     assert cfg.pruning.pattern == "2:4"
     RunConfig.from_dict({"pruning": {"pattern": "1:4"}, "sparsities": [0.9], "methods": ["small-dense"]})
     assert RunConfig().methods == list(DEFAULT_METHODS)
+
+
+def test_every_shipped_benchmark_config_loads_and_plans(tmp_path):
+    """benchmarks/configs/*.yaml: each is a valid RunConfig that plans its grid (the files users copy)."""
+    from pathlib import Path
+
+    from kaviz.stages.grid import plan_units
+
+    configs = sorted((Path(__file__).resolve().parents[1] / "benchmarks" / "configs").glob("*.yaml"))
+    assert len(configs) >= 6
+    for path in configs:
+        cfg = RunConfig.load(path).validate()
+        units = plan_units(cfg)
+        assert cfg.name == path.stem and any(u["stage"] == "pruned" for u in units), path.name
+    official = RunConfig.load(configs[0].with_name("paper-mrpc-official.yaml"))
+    assert (official.pruning.optimizer, official.pruning.warmup_ratio, official.distill.projection) == (
+        "bertadam",
+        0.0,
+        "none",
+    )
