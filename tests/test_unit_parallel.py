@@ -8,11 +8,14 @@ the arithmetic is the same).
 from __future__ import annotations
 
 import re
+import shutil
+import subprocess
 
 import pytest
 
 from kaviz.core.config import RunConfig
-from tests.test_parallel import one_and_two_processes
+from kaviz.store import RunStore
+from tests.test_parallel import TORCHRUN, _env, _free_port, one_and_two_processes
 
 
 def _config(tmp_path):
@@ -91,3 +94,37 @@ def test_every_rank_saves_the_weights_of_its_units(runs):
 
     rank1 = next(u for u, w in workers.items() if w == "rank 1 of 2")
     assert load_unit_model(two, rank1) is not None
+
+
+def test_an_extension_shares_only_the_new_units(runs, tmp_path):
+    """``--extend --unit-parallel`` on a finished run (how the showcase grew a 4-epoch point):
+    the teacher and the stored units are left as they are, and each new unit runs once, on one rank."""
+    two, _ = runs
+    folder = tmp_path / "runs"
+    shutil.copytree(two.path, folder / "up")
+    before = {u: e["finished"] for u, e in RunStore(folder).open_run("up").manifest["units"].items()}
+    grown = RunConfig.load(_config(tmp_path)).to_dict()  # the stored run's config
+    grown["extra_units"] = [*grown["extra_units"], {"methods": ["knowledge-aware", "small-dense"], "seeds": [7]}]
+    path = tmp_path / "grown.json"
+    RunConfig.from_dict(grown).save(path)
+    done = subprocess.run(
+        [str(TORCHRUN), "--nproc_per_node", "2", "--master_addr", "127.0.0.1", "--master_port", str(_free_port()),
+         "-m", "kaviz.cli", "run", str(path), "--out", str(folder), "--quiet", "--extend", "--unit-parallel"],
+        env=_env(), capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    run = RunStore(folder).open_run("up")
+    m = run.manifest
+    new = sorted(set(m["units"]) - set(before))
+    assert new == sorted(f"pruned_{meth}_s{s}_seed7" for meth in ("knowledge-aware", "small-dense") for s in (0.5, 0.9))
+    assert run.status == "complete"
+    for u, finished in before.items():  # untouched: same finish time, one attempt
+        assert m["units"][u]["finished"] == finished and m["units"][u]["attempts"] == 1, u
+    for u in new:
+        assert m["units"][u]["status"] == "done" and m["units"][u]["attempts"] == 1, u
+        assert m["units"][u]["worker"] in {"rank 0 of 2", "rank 1 of 2"}, u
+    log = run.log_path.read_text()
+    taken = re.findall(r"rank \d of 2 takes (\S+)", log)
+    old = [u for u in before if u.startswith("pruned")]
+    assert sorted(taken) == sorted([*old, *new])  # the new ones once each, nothing again
+    assert log.count("start finetuned") == 1
