@@ -83,6 +83,54 @@ def test_paired_difference_matches_the_normal_interval_of_per_example_difference
         evidence.paired_difference([a], [b[:-1]], y, "accuracy")
 
 
+def test_paired_ratio_matches_the_delta_method():
+    """One seed a side: the bootstrap of acc(A) / acc(B) over shared example draws against the
+    textbook delta-method interval R +- 1.96 sd(a_i - R b_i) / (mean(b) sqrt(n)), a_i, b_i each
+    side's per-example correctness; a model over itself is exactly 1."""
+    rng = np.random.default_rng(5)
+    n = 1000
+    y = rng.integers(0, 2, n)
+    right_b = rng.random(n) < 0.89  # the teacher
+    right_a = right_b & (rng.random(n) > 0.04)  # a student that loses 4% of the teacher's right answers
+    a, b = np.where(right_a, y, 1 - y), np.where(right_b, y, 1 - y)
+    r, lo, hi = evidence.paired_ratio([a], [b], y, "accuracy", n_boot=4000)
+    ra, rb = right_a.astype(float), right_b.astype(float)
+    ratio = ra.mean() / rb.mean()
+    assert r == pytest.approx(ratio)
+    half = 1.96 * (ra - ratio * rb).std() / (rb.mean() * math.sqrt(n))
+    assert (hi - lo) / 2 == pytest.approx(half, rel=0.15)
+    assert lo < ratio < hi and hi < 1  # paired: the student is below its teacher on every draw
+    assert evidence.paired_ratio([b], [b], y, "accuracy", n_boot=200) == (1.0, 1.0, 1.0)
+    d = evidence.paired_difference([a], [b], y, "accuracy", n_boot=300)  # the shared draws are unchanged
+    assert d[0] == pytest.approx(ra.mean() - rb.mean()) and d[1] <= d[0] <= d[2]
+
+
+def test_share_of_teacher_of_a_run(tmp_path):
+    y = np.array([0, 1] * 50)
+    wrong = lambda k: np.where(np.arange(100) < k, 1 - y, y)  # noqa: E731
+    rows = [
+        ("finetuned", "finetuned", "finetuned", 0.0, 42, None, 0.9, (wrong(10), y)),
+        ("pruned_ka_s0.9_seed42", "pruned", "knowledge-aware", 0.9, 42, 2.0, 0.8, (wrong(20), y)),
+        ("pruned_ka_s0.9_seed42_ep4", "pruned", "knowledge-aware", 0.9, 42, 4.0, 0.9, (wrong(10), y)),
+    ]
+    run = _run_with_units(tmp_path, rows)
+    r, lo, hi, seeds = evidence.share_of_teacher(run, "knowledge-aware", 0.9, 2.0, "accuracy", n_boot=500)
+    assert seeds == 1 and r == pytest.approx(0.8 / 0.9) and lo <= r <= hi < 1
+    assert evidence.share_of_teacher(run, "knowledge-aware", 0.9, 4.0, "accuracy", n_boot=200)[:3] == (1.0, 1.0, 1.0)
+    assert evidence.share_of_teacher(run, "gm", 0.9, 2.0, "accuracy") is None
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location(
+        "evidence_bench", Path(__file__).parents[1] / "benchmarks" / "evidence.py"
+    )
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    s = evidence.summary(run, ("accuracy",), n_boot=200)
+    goal = "\n".join(bench.goal_check(s, "accuracy", 0.9, 2.0, run, n_boot=200))
+    assert "(1 seed, 2 epochs)" in goal and "keeps 88.9% [" in goal and "does not hold" in goal
+
+
 def _run_with_units(tmp_path, rows):
     """A run with hand-made units: rows of (unit, stage, method, sparsity, seed, budget, accuracy, preds)."""
     units = [

@@ -145,6 +145,35 @@ def bootstrap(
     return point, float(lo), float(hi)
 
 
+def _paired_draws(
+    preds_a: list[np.ndarray], preds_b: list[np.ndarray], labels: np.ndarray, metric: str, n_boot: int, seed: int
+) -> tuple[float, float, np.ndarray, np.ndarray]:
+    """(point A, point B, A's and B's seed-mean ``metric`` on ``n_boot`` shared example draws):
+    both sides are scored on the *same* resampled dev examples, each side's seeds resampled on its own."""
+    if not preds_a or not preds_b:
+        raise ValueError("a paired comparison needs at least one prediction vector on each side")
+    y = np.asarray(labels)
+    pa = np.stack([np.asarray(x) for x in preds_a])  # (ka, n)
+    pb = np.stack([np.asarray(x) for x in preds_b])  # (kb, n)
+    if pa.shape[1] != len(y) or pb.shape[1] != len(y):
+        raise ValueError(f"predictions have {pa.shape[1]} and {pb.shape[1]} examples but there are {len(y)} labels")
+    f = _batched(metric, _binary(y, pa, pb))
+    points = [float(f(p, np.broadcast_to(y, p.shape)).mean()) for p in (pa, pb)]
+    rng = np.random.default_rng(seed)
+    n = len(y)
+    stats = np.zeros((2, n_boot))
+    chunk = max(1, 2_000_000 // max(1, n * (len(pa) + len(pb))))
+    for start in range(0, n_boot, chunk):
+        b = min(chunk, n_boot - start)
+        idx = rng.integers(0, n, size=(b, n))  # (b, n): one example draw for both sides
+        yy = y[idx]
+        for side, p in enumerate((pa, pb)):
+            picks = rng.integers(0, len(p), size=(b, len(p)))  # (b, k) seed draws of this side
+            per_seed = np.stack([f(p[picks[:, j][:, None], idx], yy) for j in range(len(p))], axis=1)  # (b, k)
+            stats[side, start : start + b] = per_seed.mean(axis=1)
+    return points[0], points[1], stats[0], stats[1]
+
+
 def paired_difference(
     preds_a: list[np.ndarray],
     preds_b: list[np.ndarray],
@@ -158,31 +187,29 @@ def paired_difference(
     """(difference, low, high) of seed-mean ``metric`` of A minus B, both scored on the *same*
     resampled dev examples (paired: a hard example counts against both), each side's seeds resampled
     on their own. An interval that excludes 0 separates the two; one that includes it does not."""
-    if not preds_a or not preds_b:
-        raise ValueError("paired_difference needs at least one prediction vector on each side")
-    y = np.asarray(labels)
-    pa = np.stack([np.asarray(x) for x in preds_a])  # (ka, n)
-    pb = np.stack([np.asarray(x) for x in preds_b])  # (kb, n)
-    if pa.shape[1] != len(y) or pb.shape[1] != len(y):
-        raise ValueError(f"predictions have {pa.shape[1]} and {pb.shape[1]} examples but there are {len(y)} labels")
-    f = _batched(metric, _binary(y, pa, pb))
-    point = float(f(pa, np.broadcast_to(y, pa.shape)).mean() - f(pb, np.broadcast_to(y, pb.shape)).mean())
-    rng = np.random.default_rng(seed)
-    n = len(y)
-    stats = np.zeros(n_boot)
-    chunk = max(1, 2_000_000 // max(1, n * (len(pa) + len(pb))))
-    for start in range(0, n_boot, chunk):
-        b = min(chunk, n_boot - start)
-        idx = rng.integers(0, n, size=(b, n))  # (b, n): one example draw for both sides
-        yy = y[idx]
-        sides = []
-        for p in (pa, pb):
-            picks = rng.integers(0, len(p), size=(b, len(p)))  # (b, k) seed draws of this side
-            sides.append(np.stack([f(p[picks[:, j][:, None], idx], yy) for j in range(len(p))], axis=1).mean(axis=1))
-        stats[start : start + b] = sides[0] - sides[1]
+    a, b, sa, sb = _paired_draws(preds_a, preds_b, labels, metric, n_boot, seed)
     alpha = (1 - level) / 2
-    lo, hi = np.quantile(stats, [alpha, 1 - alpha])
-    return point, float(lo), float(hi)
+    lo, hi = np.quantile(sa - sb, [alpha, 1 - alpha])
+    return a - b, float(lo), float(hi)
+
+
+def paired_ratio(
+    preds_a: list[np.ndarray],
+    preds_b: list[np.ndarray],
+    labels: np.ndarray,
+    metric: str,
+    *,
+    n_boot: int = 2000,
+    level: float = 0.95,
+    seed: int = 0,
+) -> tuple[float, float, float]:
+    """(ratio, low, high) of seed-mean ``metric`` of A over B on the same resampled dev examples, e.g.
+    the share of its teacher's accuracy a student keeps (B: the teacher's one prediction vector)."""
+    a, b, sa, sb = _paired_draws(preds_a, preds_b, labels, metric, n_boot, seed)
+    alpha = (1 - level) / 2
+    with np.errstate(divide="ignore", invalid="ignore"):
+        lo, hi = np.quantile(sa / sb, [alpha, 1 - alpha])
+    return (a / b if b else math.nan), float(lo), float(hi)
 
 
 # ----- a run's units ---------------------------------------------------------------------------------
@@ -298,6 +325,24 @@ def summary(
     return pd.DataFrame(out)
 
 
+def _unit_preds(
+    res: pd.DataFrame,
+    preds: dict,
+    labels: np.ndarray,
+    stage: str,
+    method: str | None,
+    sparsity: float | None,
+    budget: float | None,
+) -> list[np.ndarray]:
+    """The stored prediction vectors of the done units of one grid cell (on ``labels``' dev examples)."""
+    g = res[res.stage == stage]
+    if method is not None:
+        g = g[(g.method == method) & np.isclose(g.sparsity, sparsity)]
+        g = g[g.budget.isna()] if budget is None else g[np.isclose(g.budget, budget)]
+    units = [u for u in dict.fromkeys(g.unit) if _same_labels(preds.get(u), labels)]
+    return [preds[u].prediction.to_numpy() for u in units]
+
+
 def difference(
     run, method_a: str, method_b: str, sparsity: float, budget: float | None, metric: str, *, n_boot: int = 2000
 ) -> tuple[float, float, float, int, int] | None:
@@ -309,16 +354,29 @@ def difference(
     if not preds:
         return None
     labels = next(iter(preds.values())).label.to_numpy()
-    sides = []
-    for method in (method_a, method_b):
-        g = res[(res.stage == "pruned") & (res.method == method) & np.isclose(res.sparsity, sparsity)]
-        g = g[g.budget.isna()] if budget is None else g[np.isclose(g.budget, budget)]
-        units = [u for u in dict.fromkeys(g.unit) if _same_labels(preds.get(u), labels)]
-        if not units:
-            return None
-        sides.append([preds[u].prediction.to_numpy() for u in units])
+    sides = [_unit_preds(res, preds, labels, "pruned", m, sparsity, budget) for m in (method_a, method_b)]
+    if not all(sides):
+        return None
     d, lo, hi = paired_difference(sides[0], sides[1], labels, metric, n_boot=n_boot)
     return d, lo, hi, len(sides[0]), len(sides[1])
+
+
+def share_of_teacher(
+    run, method: str, sparsity: float, budget: float | None, metric: str, *, n_boot: int = 2000
+) -> tuple[float, float, float, int] | None:
+    """(share, low, high, seeds): :func:`paired_ratio` of a method's pruned units at one sparsity and
+    budget over the fine-tuned teacher, on the same resampled dev examples; None without predictions."""
+    res = unit_results(run, (metric,))
+    preds = _predictions(run)
+    if not preds:
+        return None
+    labels = next(iter(preds.values())).label.to_numpy()
+    student = _unit_preds(res, preds, labels, "pruned", method, sparsity, budget)
+    teacher = _unit_preds(res, preds, labels, "finetuned", None, None, None)
+    if not student or not teacher:
+        return None
+    r, lo, hi = paired_ratio(student, teacher, labels, metric, n_boot=n_boot)
+    return r, lo, hi, len(student)
 
 
 def overtakes(table: pd.DataFrame, method: str, baseline: str, sparsity: float, metric: str) -> float | None:
