@@ -174,6 +174,16 @@ def _paired_draws(
     return points[0], points[1], stats[0], stats[1]
 
 
+def _paired_interval(preds_a, preds_b, labels, metric: str, combine, n_boot: int, level: float, seed: int):
+    """(combine(A, B), low, high) over the shared draws of :func:`_paired_draws`."""
+    a, b, sa, sb = _paired_draws(preds_a, preds_b, labels, metric, n_boot, seed)
+    alpha = (1 - level) / 2
+    with np.errstate(divide="ignore", invalid="ignore"):
+        lo, hi = np.quantile(combine(sa, sb), [alpha, 1 - alpha])
+        point = float(combine(np.float64(a), np.float64(b)))
+    return point, float(lo), float(hi)
+
+
 def paired_difference(
     preds_a: list[np.ndarray],
     preds_b: list[np.ndarray],
@@ -187,29 +197,14 @@ def paired_difference(
     """(difference, low, high) of seed-mean ``metric`` of A minus B, both scored on the *same*
     resampled dev examples (paired: a hard example counts against both), each side's seeds resampled
     on their own. An interval that excludes 0 separates the two; one that includes it does not."""
-    a, b, sa, sb = _paired_draws(preds_a, preds_b, labels, metric, n_boot, seed)
-    alpha = (1 - level) / 2
-    lo, hi = np.quantile(sa - sb, [alpha, 1 - alpha])
-    return a - b, float(lo), float(hi)
+    return _paired_interval(preds_a, preds_b, labels, metric, np.subtract, n_boot, level, seed)
 
 
-def paired_ratio(
-    preds_a: list[np.ndarray],
-    preds_b: list[np.ndarray],
-    labels: np.ndarray,
-    metric: str,
-    *,
-    n_boot: int = 2000,
-    level: float = 0.95,
-    seed: int = 0,
-) -> tuple[float, float, float]:
-    """(ratio, low, high) of seed-mean ``metric`` of A over B on the same resampled dev examples, e.g.
-    the share of its teacher's accuracy a student keeps (B: the teacher's one prediction vector)."""
-    a, b, sa, sb = _paired_draws(preds_a, preds_b, labels, metric, n_boot, seed)
-    alpha = (1 - level) / 2
-    with np.errstate(divide="ignore", invalid="ignore"):
-        lo, hi = np.quantile(sa / sb, [alpha, 1 - alpha])
-    return (a / b if b else math.nan), float(lo), float(hi)
+def paired_ratio(preds_a, preds_b, labels, metric: str, *, n_boot: int = 2000, level: float = 0.95, seed: int = 0):
+    """(ratio, low, high) of seed-mean ``metric`` of A over B on the same resampled dev examples (as
+    :func:`paired_difference`), e.g. the share of its teacher's accuracy a student keeps (B: the
+    teacher's one prediction vector); inf or NaN where B scores 0."""
+    return _paired_interval(preds_a, preds_b, labels, metric, np.divide, n_boot, level, seed)
 
 
 # ----- a run's units ---------------------------------------------------------------------------------
