@@ -448,7 +448,7 @@ def test_structured_checkpoint_is_the_masked_model_and_shrinks_to_the_same_logit
     import torch
 
     from kaviz.analysis.unit_view import load_unit_model
-    from kaviz.train.structured import plan_from_zeros, shrink
+    from kaviz.train.structured_shrink import plan_from_zeros, shrink
 
     unit = "pruned_structured_s0.5_seed42"
     model = load_unit_model(recent_run, unit)

@@ -14,17 +14,9 @@ import torch
 
 from kaviz.train.models import encoder_params, register_attention
 from kaviz.train.pruning import sparsity_summary
-from kaviz.train.structured import (
-    head_cost,
-    importance,
-    kept_heads,
-    mask_model,
-    neuron_cost,
-    plan,
-    shrink,
-    structured_sparsity,
-)
+from kaviz.train.structured import head_cost, importance, neuron_cost, plan
 from kaviz.train.structured_io import load_shrunk
+from kaviz.train.structured_shrink import kept_heads, mask_model, shrink, structured_sparsity
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 HEAD, NEURON, TOTAL = 1024, 64, 16384

@@ -7,7 +7,7 @@ the forward, parameters, non-zeros and bytes on disk, for
 - ``dense``: the model as stored (masked weights are zeros in dense matrices: no faster);
 - ``sparse``: the prunable linears as CSR matrices where at least half their weights are zero
   (``torch.sparse``; on a CPU this pays off only at high sparsity, and the table says so);
-- ``shrunk``: for structured units, the physically smaller model (:func:`kaviz.train.structured.shrink`);
+- ``shrunk``: for structured units, the physically smaller model (:func:`kaviz.train.structured_shrink.shrink`);
 - ``semi-structured``: 2:4 units on a CUDA device that supports ``to_sparse_semi_structured``.
 
 Each row carries the dense teacher's median at the same batch size and sequence length, measured
@@ -29,7 +29,7 @@ from torch import nn
 from kaviz.core.config import AnalysisConfig
 from kaviz.measure.capture import ProbeInputs
 from kaviz.measure.inference import measure_inference
-from kaviz.train.structured import plan_from_zeros, shrink
+from kaviz.train.structured_shrink import plan_from_zeros, shrink
 
 #: Columns of the ``inference`` unit table (measure_inference's, plus the teacher reference).
 EXTRA_COLUMNS = ["reference_median_s", "reference_disk_bytes", "speedup", "size_ratio"]
@@ -61,7 +61,7 @@ def measure_unit(
     """The ``inference`` rows of one unit (without the teacher reference; see :func:`with_reference`):
     ``dense`` and ``sparse`` (``dense_only``: the first alone), ``semi-structured`` for 2:4 units on
     CUDA, and ``shrunk`` for a ``structured`` unit (its masked model shrunk by
-    :func:`kaviz.train.structured.plan_from_zeros`)."""
+    :func:`kaviz.train.structured_shrink.plan_from_zeros`)."""
     kw = {
         "batch_sizes": tuple(acfg.inference_batch_sizes),
         "device": device,

@@ -13,8 +13,8 @@
 
 A structured unit's checkpoint is the *masked* full-size model (removed heads' and neurons' rows and
 columns are zeros), so every reader of checkpoints (knowledge tables, attention maps, comparisons)
-works unchanged and marks the removed heads; :func:`kaviz.train.structured.plan_from_zeros` recovers the plan and
-:func:`kaviz.train.structured.shrink` the physically smaller model (what inference timing measures).
+works unchanged and marks the removed heads; :func:`kaviz.train.structured_shrink.plan_from_zeros` recovers the plan and
+:func:`kaviz.train.structured_shrink.shrink` the physically smaller model (what inference timing measures).
 """
 
 from __future__ import annotations
@@ -30,7 +30,8 @@ from kaviz.train.loop import ce_loss
 from kaviz.train.movement import MovementPruner, MovementScores
 from kaviz.train.oneshot import prune_sparsegpt, prune_wanda
 from kaviz.train.pruning import MaskSet
-from kaviz.train.structured import importance, mask_model, plan
+from kaviz.train.structured import importance, plan
+from kaviz.train.structured_shrink import mask_model
 
 
 def movement(ctx: Context, sparsity: float, seed: int, budget: float | None = None) -> Outcome:

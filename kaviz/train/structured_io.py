@@ -1,4 +1,4 @@
-"""Saving and loading physically shrunk models (:func:`kaviz.train.structured.shrink`): transformers 5
+"""Saving and loading physically shrunk models (:func:`kaviz.train.structured_shrink.shrink`): transformers 5
 has no ``prune_heads`` / ``config.pruned_heads``, so the per-layer shapes recorded in
 ``config.kaviz_structured`` rebuild the smaller modules before the weights are read."""
 
@@ -6,7 +6,8 @@ from __future__ import annotations
 
 from torch import nn
 
-from kaviz.train.structured import CONFIG_KEY, _layers, _resize
+from kaviz.train.structured import CONFIG_KEY, _layers
+from kaviz.train.structured_shrink import _resize
 
 
 def apply_recorded_shapes(model: nn.Module) -> nn.Module:
